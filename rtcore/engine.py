@@ -1,0 +1,1041 @@
+"""The pure looper engine: a matrix of cells in columns, beat-quantized, over numpy buffers.
+
+``Engine.process()`` is what the audio callback calls (live) and what ``ouro offline`` calls
+block after block. It imports nothing of JACK and does no I/O. Real-time rules for
+:meth:`Engine.process` and :meth:`Engine.skip`: bounded work, preallocated buffers only
+(slices are views; every ufunc writes into an ``out=`` buffer), no locks, no logging, no
+file or socket calls. Everything slow goes to the I/O side (:mod:`rtcore.ioside`) through
+the ``to_io`` / ``from_io`` deques: the audio thread only appends to one and pops the other.
+
+The behaviour is the contract in ``shared/spec/engine.md``; the choices it leaves open are
+written down in ``docs/engine.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from rtcore import commands as C
+from rtcore.commands import Command
+from rtcore.config import TEMPO_MAX_BPM, TEMPO_MIN_BPM, EngineConfig
+from rtcore.errors import CommandError
+from rtcore.loops import Audio, ChunkPool, Take
+from rtcore.midi import MidiBuffer
+
+EMPTY, IDLE, RECORDING, PLAYING, SOLO = 0, 1, 2, 3, 4
+STATE_NAMES = ("empty", "idle", "recording", "playing", "solo")
+
+_CLEARED = object()  # a history entry meaning "the cell was cleared here"
+
+# reasons the audio thread refused or cut something short, reported in the status
+REJECT_NAMES = {
+    1: "chunk pool empty: recording cancelled",
+    2: "no take shell available: recording not started",
+    3: "loop longer than max_loop_seconds: recording cancelled",
+    4: "a first recording cannot end on the beat it started",
+    5: "undo/redo target has another length than the column's other loops",
+    6: "tempo change refused: loops exist",
+    7: "chunk pool empty during a recording's latency tail: silence recorded",
+}
+
+COMMAND_QUEUE_LIMIT = 256
+TAP_RESET_S = 2.0
+TAP_KEEP = 4
+
+
+class _Ramp:
+    """A linearly smoothed value, computed from absolute frames so block splits don't matter."""
+
+    __slots__ = ("end", "start", "start_value", "step", "target", "value")
+
+    def __init__(self, value: float):
+        self.value = value
+        self.target = value
+        self.step = 0.0
+        self.start = 0
+        self.start_value = value
+        self.end = 0  # frame at which the ramp reaches target; <= now means steady
+
+    def set(self, target: float, now: int, frames: int) -> None:
+        self.value = self.at(now)
+        self.target = target
+        if frames <= 0 or target == self.value:
+            self.value = target
+            self.end = now
+            return
+        self.start = now
+        self.start_value = self.value
+        self.step = (target - self.value) / frames
+        self.end = now + frames
+
+    def at(self, frame: int) -> float:
+        if frame >= self.end:
+            return self.target
+        return self.start_value + self.step * (frame - self.start)
+
+    def ramping(self, frame: int) -> bool:
+        return frame < self.end
+
+    def fill(self, frame: int, out: Audio, ramp_index: Audio) -> None:
+        """``out[i] = value at frame + i + 1`` (``ramp_index`` holds 1..n), clipped at target."""
+        n = out.shape[0]
+        k = min(n, self.end - frame)
+        if k > 0:
+            np.add(ramp_index[:k], float(frame - self.start), out=out[:k])
+            np.multiply(out[:k], self.step, out=out[:k])
+            np.add(out[:k], self.start_value, out=out[:k])
+        if k < n:
+            out[max(k, 0) :].fill(self.target)
+
+    def settle(self, frame: int) -> None:
+        if frame >= self.end:
+            self.value = self.target
+
+
+class Cell:
+    """One cell of the matrix. Touched by the audio thread only (the status reads it)."""
+
+    __slots__ = (
+        "cap_start", "column", "gain", "hist", "hist_len", "hist_pos", "pending",
+        "prev_state", "rec", "rec_end", "recording", "rec_first", "rec_start_beat", "row", "state",
+        "take", "volume",
+    )
+
+    def __init__(self, column: int, row: int, history: int):
+        self.column = column
+        self.row = row
+        self.state = EMPTY
+        self.pending = 0  # opcode that applies at the next beat boundary, 0 for none
+        self.take: Take | None = None
+        self.recording: Take | None = None  # the take of a recording in progress
+        self.rec: Take | None = None  # the take whose input is being captured
+        self.rec_first = False
+        self.rec_start_beat = 0
+        self.rec_end = -1  # frame at which a fixed-length recording turns playing
+        self.cap_start = 0  # frame of the input that is buffer index 0
+        self.prev_state = EMPTY
+        self.volume = 1.0
+        self.gain = _Ramp(0.0)
+        self.hist: list[object] = [None] * history
+        self.hist_len = 0
+        self.hist_pos = -1
+
+    def holds_loop(self) -> bool:
+        return self.take is not None
+
+
+class Column:
+    __slots__ = (
+        "beats", "fading", "first_row", "index", "length", "pos", "restack", "rpos",
+        "running", "stack", "stack_takes",
+    )
+
+    def __init__(self, index: int, rows: int):
+        self.index = index
+        self.beats = 0
+        self.length = 0
+        self.pos = 0
+        self.rpos = 0  # read position; follows pos, and keeps going while stopped cells fade
+        self.running = False
+        self.fading = False
+        self.first_row = -1
+        self.stack: Audio | None = None  # (rows, length, channels), consolidated loops
+        self.stack_takes: list[Take | None] = [None] * rows
+        self.restack = False  # the I/O side should rebuild ``stack``
+
+
+class Engine:
+    """The looper. Feed it blocks with :meth:`process`; drive it with :meth:`submit`.
+
+    >>> import numpy as np
+    >>> eng = Engine(EngineConfig(block_size=64, declick_ms=0, smoothing_ms=0))
+    >>> x = np.zeros((64, 2), np.float32); out = np.zeros_like(x); click = np.zeros(64, np.float32)
+    >>> eng.process(x, out, click)
+    >>> eng.frame
+    64
+    """
+
+    def __init__(self, config: EngineConfig, pool: ChunkPool | None = None, history: int = 16):
+        cfg = config
+        self.config = cfg
+        self.sample_rate = cfg.sample_rate
+        self.block_size = cfg.block_size
+        self.channels = ch = cfg.channels
+        self.ncols = cfg.columns
+        self.nrows = cfg.rows
+        self.beats_per_bar = cfg.beats_per_bar
+        self.declick_frames = cfg.declick_frames
+        self.smoothing_frames = cfg.smoothing_frames
+        self.latency_frames = cfg.latency_frames
+        self.pool = pool or ChunkPool(ch, cfg.chunk_frames, cfg.max_chunks_per_take,
+                                      cfg.declick_frames, cfg.pool_reserve_chunks)
+        self.max_chunks = cfg.max_chunks_per_take
+        self.chunk_frames = cfg.chunk_frames
+
+        # time
+        self.frame = 0
+        self.tempo_bpm = cfg.tempo_bpm
+        self.spb = cfg.frames_per_beat
+        self.anchor_frame = 0
+        self.anchor_beat = 0
+        self.beat = -1  # index of the last beat boundary passed
+        self.next_beat = 0
+        self.next_beat_frame = 0
+        self.pending_tempo = 0.0
+        self.taps = [0] * TAP_KEEP
+        self.ntaps = 0
+
+        # the matrix
+        self.cells = [[Cell(c, r, history) for r in range(self.nrows)]
+                      for c in range(self.ncols)]
+        self.columns = [Column(c, self.nrows) for c in range(self.ncols)]
+        self.selected = (0, 0)
+        self.solo_count = 0
+        self.recording_count = 0
+        self.next_rec_end = -1
+        self.take_serial = 0
+
+        # global parameters
+        self.master = _Ramp(cfg.master_volume)
+        self.monitor_on = cfg.monitor_input
+        self.monitor = _Ramp(cfg.monitor_gain if cfg.monitor_input else 0.0)
+        self.monitor_gain = cfg.monitor_gain
+        self.click_on = cfg.click
+        self.click_gain = _Ramp(cfg.click_volume)
+        self.click_tones = _click_tones(cfg.sample_rate)
+        self.click_tone = self.click_tones[0]
+        self.click_pos = self.click_tone.shape[0]
+
+        # queues to and from the I/O side (single producer, single consumer each)
+        self.commands: deque[tuple[Command, int]] = deque()
+        self.to_io: deque[tuple[Any, ...]] = deque()
+        self.from_io: deque[tuple[Any, ...]] = deque()
+
+        # preallocated work buffers
+        bs = self.block_size
+        self.mix = np.zeros((bs, ch), np.float32)
+        self.colsum = np.zeros((bs, ch), np.float32)
+        self.rows3 = np.zeros((self.nrows, bs, ch), np.float32)
+        self.gvec = np.zeros((self.ncols, self.nrows, 1, 1), np.float32)
+        self.gbuf = np.zeros((bs, 1), np.float32)
+        self.gbuf1 = self.gbuf[:, 0]
+        self.ramp_index = np.arange(1, bs + 1, dtype=np.float32).reshape(bs, 1)
+        self.zeros_in = np.zeros((bs, ch), np.float32)
+        self.ring_frames = 1 << max(10, int(math.ceil(math.log2(bs + self.declick_frames + 1))))
+        self.ring = np.zeros((self.ring_frames, ch), np.float32)
+        self.fade = ((np.arange(self.declick_frames, dtype=np.float32) + 0.5)
+                     / max(self.declick_frames, 1)).reshape(-1, 1)
+        self.fade_inv = (1.0 - self.fade).astype(np.float32)
+        self.fade_tmp = np.zeros((max(self.declick_frames, 1), ch), np.float32)
+        self.midi_dummy = MidiBuffer(4)
+
+        # counters for the status
+        self.xruns = 0
+        self.missed_frames = 0
+        self.commands_dropped = 0
+        self.rejects = 0
+        self.last_reject = 0
+        self.midi_in_events = 0
+        self.io_dropped = 0
+        self._schedule_next_beat(0)
+
+    # ------------------------------------------------------------------ control side
+
+    def submit(self, cmd: Command, frame: int | None = None) -> None:
+        """Queue a validated command (any thread but the audio thread).
+
+        Raises :class:`CommandError` when the command makes no sense in the current state;
+        then nothing changes. ``frame`` (offline) is when it was given, for tap tempo.
+        """
+        op = cmd.op
+        if op in (C.OP_RECORD, C.OP_PLAY, C.OP_STOP, C.OP_SOLO, C.OP_CLEAR, C.OP_UNDO,
+                  C.OP_REDO, C.OP_VOLUME, C.OP_SELECT):
+            cell = self.cells[cmd.column][cmd.row]
+            where = f"{cmd.name}: cell ({cmd.column}, {cmd.row})"
+            has = cell.take is not None or cell.state == RECORDING
+            if op in (C.OP_PLAY, C.OP_SOLO) and not has and cell.pending != C.OP_RECORD:
+                raise CommandError(f"{where} is empty")
+            if op == C.OP_UNDO and cell.state != RECORDING and cell.hist_pos < 0:
+                raise CommandError(f"{where} has nothing to undo")
+            if op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len:
+                raise CommandError(f"{where} has nothing to redo")
+        elif op in (C.OP_TEMPO, C.OP_TAP) and self._loops_exist():
+            raise CommandError(
+                f"{cmd.name}: tempo cannot change while loops exist (clear them first)")
+        if len(self.commands) >= COMMAND_QUEUE_LIMIT:
+            self.commands_dropped += 1
+            raise CommandError(f"{cmd.name}: command queue full, command dropped")
+        self.commands.append((cmd, self.frame if frame is None else frame))
+
+    def _loops_exist(self) -> bool:
+        return any(c.take is not None or c.state == RECORDING or c.pending == C.OP_RECORD
+                   for col in self.cells for c in col)
+
+    # ------------------------------------------------------------------ audio side
+
+    def process(self, inputs: Audio, main_out: Audio, click_out: Audio,
+                midi_in: MidiBuffer | None = None, midi_out: MidiBuffer | None = None) -> None:
+        """Run one block: ``inputs`` (frames, channels) in; ``main_out`` (frames, channels)
+        and ``click_out`` (frames,) written over entirely. Frames <= ``block_size``.
+
+        Real-time safe (see the module docstring).
+        """
+        n = inputs.shape[0]
+        self._drain_io()
+        self._drain_commands()
+        if midi_in is not None:
+            self.midi_in_events += midi_in.count
+        if midi_out is not None:
+            midi_out.clear()
+        start = self.frame
+        self._write_ring(inputs, start, n)
+        self.mix[:n].fill(0.0)
+        click_out[:n].fill(0.0)
+        self._run(n, click_out)
+        self._capture(inputs, start, n)
+        # main out = mix * master + input * monitor
+        mix = self.mix[:n]
+        self._apply_ramp(self.master, start, mix, main_out[:n])
+        if self.monitor.target > 0.0 or self.monitor.ramping(start):
+            tmp = self.colsum[:n]
+            self._apply_ramp(self.monitor, start, inputs, tmp)
+            np.add(main_out[:n], tmp, out=main_out[:n])
+        self._apply_ramp(self.click_gain, start, click_out[:n], click_out[:n], mono=True)
+
+    def skip(self, missed_frames: int) -> None:
+        """An xrun: ``missed_frames`` were never seen. Advance everything through the gap as
+        if they had been silence, producing no output. Bounded by the gap's length in blocks.
+        """
+        if missed_frames <= 0:
+            return
+        self.xruns += 1
+        self.missed_frames += missed_frames
+        self._drain_io()
+        self._drain_commands()
+        left = missed_frames
+        while left > 0:
+            n = min(left, self.block_size)
+            start = self.frame
+            self._write_ring(self.zeros_in, start, n)
+            self._run(n, None)
+            self._capture(self.zeros_in, start, n)
+            left -= n
+
+    def _apply_ramp(self, ramp: _Ramp, start: int, src: Audio, dst: Audio,
+                    mono: bool = False) -> None:
+        n = src.shape[0]
+        if ramp.ramping(start):
+            ramp.fill(start, self.gbuf[:n], self.ramp_index)
+            np.multiply(src, self.gbuf1[:n] if mono else self.gbuf[:n], out=dst)
+        else:
+            np.multiply(src, ramp.target, out=dst)
+        ramp.settle(start + n)
+
+    def _run(self, n: int, click_out: Audio | None) -> None:
+        """Advance ``n`` frames, splitting at beat boundaries and recording ends."""
+        off = 0
+        end = self.frame + n
+        while self.frame < end:
+            now = self.frame
+            if now == self.next_beat_frame:
+                self._beat_boundary(now)
+            if now == self.next_rec_end:
+                self._fixed_recordings_end(now)
+            stop = end
+            if self.next_beat_frame < stop:
+                stop = self.next_beat_frame
+            if now < self.next_rec_end < stop:
+                stop = self.next_rec_end
+            m = stop - now
+            self._segment(off, m, click_out)
+            off += m
+            self.frame = stop
+
+    def _segment(self, off: int, m: int, click_out: Audio | None) -> None:
+        now = self.frame
+        render = click_out is not None
+        for col in self.columns:
+            if col.length == 0:
+                if col.running:  # a first recording: the position counts up
+                    col.pos += m
+                continue
+            if not (col.running or col.fading):
+                continue
+            if render:
+                self._mix_column(col, off, m, now)
+            else:
+                self._column_fading_check(col, now + m)
+            length = col.length
+            if col.running:
+                col.pos = (col.pos + m) % length
+                col.rpos = col.pos
+            else:
+                col.rpos = (col.rpos + m) % length
+        if render:
+            tone = self.click_tone
+            cp = self.click_pos
+            k = min(m, tone.shape[0] - cp)
+            if k > 0:
+                np.copyto(click_out[off : off + k], tone[cp : cp + k])  # type: ignore[index]
+        self.click_pos = min(self.click_pos + m, self.click_tone.shape[0])
+
+    def _mix_column(self, col: Column, off: int, m: int, now: int) -> None:
+        length = col.length
+        cells = self.cells[col.index]
+        gvec = self.gvec[col.index]
+        stack = col.stack
+        rows3 = self.rows3
+        audible = False
+        end = now + m
+        a = col.rpos
+        done = 0
+        while done < m:
+            k = min(m - done, length - a)
+            t0 = now + done
+            use_stack = False
+            if stack is not None:
+                # one ufunc for every row that plays steadily from the stack
+                gvec.fill(0.0)
+                for r in range(self.nrows):
+                    cell = cells[r]
+                    if (cell.take is not None and cell.take is col.stack_takes[r]
+                            and not cell.gain.ramping(t0)):
+                        gvec[r, 0, 0] = cell.gain.target
+                        use_stack = True
+                if use_stack:
+                    np.multiply(stack[:, a : a + k], gvec, out=rows3[:, :k])
+            for r in range(self.nrows):
+                cell = cells[r]
+                take = cell.take
+                g = cell.gain
+                out = rows3[r, :k]
+                if take is None or (g.target == 0.0 and not g.ramping(t0)):
+                    if use_stack:
+                        continue  # its gvec entry is 0, the row already holds zeros
+                    out.fill(0.0)
+                    continue
+                audible = True
+                if g.ramping(t0):
+                    g.fill(t0, self.gbuf[:k], self.ramp_index)
+                    take.read_scaled(a, self.gbuf[:k], out)
+                elif use_stack and take is col.stack_takes[r]:
+                    continue
+                else:
+                    take.read_scaled(a, g.target, out)
+            np.add.reduce(rows3[:, :k], axis=0, out=self.colsum[:k])
+            mix = self.mix[off + done : off + done + k]
+            np.add(mix, self.colsum[:k], out=mix)
+            done += k
+            a += k
+            if a >= length:
+                a = 0
+        for r in range(self.nrows):
+            cells[r].gain.settle(end)
+        if not col.running and not audible:
+            col.fading = False
+            col.rpos = 0
+        elif not col.running:
+            self._column_fading_check(col, end)
+
+    def _column_fading_check(self, col: Column, frame: int) -> None:
+        if col.running:
+            return
+        for cell in self.cells[col.index]:
+            cell.gain.settle(frame)
+            if cell.take is not None and (cell.gain.target != 0.0 or cell.gain.ramping(frame)):
+                return
+        col.fading = False
+        col.rpos = 0
+
+    # ------------------------------------------------------------------ commands
+
+    def _drain_commands(self) -> None:
+        q = self.commands
+        while q:
+            cmd, frame = q.popleft()
+            self._apply_command(cmd, frame)
+
+    def _apply_command(self, cmd: Command, frame: int) -> None:
+        op = cmd.op
+        if cmd.quantized and op != C.OP_TEMPO:
+            cell = self.cells[cmd.column][cmd.row]
+            cell.pending = op  # the last command before the boundary wins
+            return
+        now = self.frame
+        if op == C.OP_TEMPO:
+            self.pending_tempo = cmd.value
+        elif op == C.OP_VOLUME:
+            cell = self.cells[cmd.column][cmd.row]
+            cell.volume = cmd.value
+            if self._audible(cell):
+                cell.gain.set(cmd.value, now, self.smoothing_frames)
+        elif op == C.OP_SELECT:
+            self.selected = (cmd.column, cmd.row)
+        elif op == C.OP_TAP:
+            self._tap(frame)
+        elif op == C.OP_CLICK:
+            self.click_on = cmd.value == 1.0
+        elif op == C.OP_CLICK_VOLUME:
+            self.click_gain.set(cmd.value, now, self.smoothing_frames)
+        elif op == C.OP_MASTER_VOLUME:
+            self.master.set(cmd.value, now, self.smoothing_frames)
+        elif op == C.OP_MONITOR:
+            self.monitor_on = cmd.value == 1.0
+            self.monitor_gain = cmd.gain
+            self.monitor.set(cmd.gain if self.monitor_on else 0.0, now, self.smoothing_frames)
+
+    def _tap(self, frame: int) -> None:
+        if self.ntaps and frame - self.taps[(self.ntaps - 1) % TAP_KEEP] > (
+                TAP_RESET_S * self.sample_rate):
+            self.ntaps = 0
+        self.taps[self.ntaps % TAP_KEEP] = frame
+        self.ntaps += 1
+        k = min(self.ntaps, TAP_KEEP)
+        if k >= 2:
+            first = self.taps[(self.ntaps - k) % TAP_KEEP]
+            interval = (frame - first) / (k - 1)
+            if interval > 0:
+                bpm = self.sample_rate * 60.0 / interval
+                if TEMPO_MIN_BPM <= bpm <= TEMPO_MAX_BPM:
+                    self.pending_tempo = bpm
+
+    def _reject(self, code: int) -> None:
+        self.rejects += 1
+        self.last_reject = code
+
+    # ------------------------------------------------------------------ beat boundaries
+
+    def _schedule_next_beat(self, after_frame: int) -> None:
+        k = self.anchor_beat + max(0, math.floor((after_frame - self.anchor_frame) / self.spb))
+        while self._beat_frame(k) < after_frame:
+            k += 1
+        while k > self.anchor_beat and self._beat_frame(k - 1) >= after_frame:
+            k -= 1
+        self.next_beat = k
+        self.next_beat_frame = self._beat_frame(k)
+
+    def _beat_frame(self, k: int) -> int:
+        return self.anchor_frame + round((k - self.anchor_beat) * self.spb)
+
+    def _beat_boundary(self, f: int) -> None:
+        k = self.next_beat
+        self.beat = k
+        if self.pending_tempo:
+            if self._loops_exist_rt():
+                self._reject(6)
+            else:
+                self.tempo_bpm = self.pending_tempo
+                self.spb = self.sample_rate * 60.0 / self.tempo_bpm
+                self.anchor_frame = f
+                self.anchor_beat = k
+            self.pending_tempo = 0.0
+        for col in self.columns:
+            self._column_boundary(col, f, k)
+        if self.click_on:
+            self.click_tone = self.click_tones[0 if (k - self.anchor_beat) %
+                                               self.beats_per_bar == 0 else 1]
+            self.click_pos = 0
+        self.next_beat = k + 1
+        self.next_beat_frame = self._beat_frame(k + 1)
+
+    def _loops_exist_rt(self) -> bool:
+        for col in self.columns:
+            if col.beats or col.first_row >= 0:
+                return True
+        return False
+
+    def _column_boundary(self, col: Column, f: int, k: int) -> None:
+        cells = self.cells[col.index]
+        touched = False
+        for cell in cells:
+            op = cell.pending
+            if not op:
+                continue
+            cell.pending = 0
+            touched = True
+            if op == C.OP_RECORD:
+                self._do_record(col, cell, f, k)
+            elif op == C.OP_PLAY:
+                self._do_play(col, cell, f, k, PLAYING)
+            elif op == C.OP_SOLO:
+                self._do_play(col, cell, f, k, SOLO)
+            elif op == C.OP_STOP:
+                if cell.state == RECORDING:
+                    self._cancel(col, cell, f)
+                elif cell.take is not None:
+                    self._set_state(cell, IDLE, f)
+            elif op == C.OP_CLEAR:
+                if cell.state == RECORDING:
+                    self._cancel(col, cell, f)
+                if cell.take is not None:
+                    self._push_history(cell, _CLEARED)
+                    self._set_take(col, cell, None, f)
+            elif op in (C.OP_UNDO, C.OP_REDO):
+                if cell.state == RECORDING:
+                    self._cancel(col, cell, f)
+                else:
+                    self._step_history(col, cell, -1 if op == C.OP_UNDO else 1, f)
+        if touched:
+            self._update_column(col, f)
+
+    def _do_record(self, col: Column, cell: Cell, f: int, k: int) -> None:
+        if cell.state == RECORDING:
+            if cell.rec_first:
+                self._finish_first(col, f, k)
+            return  # a fixed-length recording ends by itself
+        if col.first_row >= 0:
+            if cell.rec_start_beat == k and self.cells[col.index][col.first_row].rec_start_beat == k:
+                self._reject(4)
+                return
+            if not self._finish_first(col, f, k):
+                return
+        take = self.pool.take_shell()
+        if take is None:
+            self._reject(2)
+            return
+        self.take_serial += 1
+        take.reset(self.take_serial)
+        take.preroll_frames = 0
+        cell.rec = take
+        cell.recording = take
+        cell.prev_state = cell.state
+        cell.rec_start_beat = k
+        cell.cap_start = f + self.latency_frames
+        self._set_state(cell, RECORDING, f)
+        self.recording_count += 1
+        if col.beats == 0:
+            cell.rec_first = True
+            cell.rec_end = -1
+            col.first_row = cell.row
+            if not col.running:
+                col.pos = 0
+        else:
+            cell.rec_first = False
+            take.length = col.length
+            take.beats = col.beats
+            take.sync_offset = col.pos if col.running else 0
+            cell.rec_end = f + col.length
+            self._update_next_rec_end()
+        col.running = True
+
+    def _finish_first(self, col: Column, f: int, k: int) -> bool:
+        cell = self.cells[col.index][col.first_row]
+        take = cell.recording
+        assert take is not None
+        beats = k - cell.rec_start_beat
+        if beats <= 0:
+            self._reject(4)
+            return False
+        length = round(beats * self.spb)
+        if length > self.config.max_loop_frames:
+            self._reject(3)
+            self._cancel(col, cell, f)
+            return False
+        col.first_row = -1
+        col.beats = beats
+        col.length = length
+        col.pos = 0
+        col.rpos = 0
+        take.beats = beats
+        take.length = length
+        take.sync_offset = 0
+        if take.captured > length:
+            take.captured = length
+        cell.rec_first = False
+        self._recording_done(col, cell, f)
+        if take.captured >= length and cell.rec is take:
+            self._finish_capture(cell)
+        return True
+
+    def _do_play(self, col: Column, cell: Cell, f: int, k: int, state: int) -> None:
+        if cell.state == RECORDING:
+            if cell.rec_first:
+                if not self._finish_first(col, f, k):
+                    return
+            else:
+                return  # it turns playing by itself when its length is recorded
+        if cell.take is None:
+            return
+        if state == SOLO:
+            for row in self.cells:
+                for other in row:
+                    if other is not cell and other.state == SOLO:
+                        self._set_state(other, PLAYING, f)
+        self._set_state(cell, state, f)
+
+    def _fixed_recordings_end(self, f: int) -> None:
+        for col in self.columns:
+            for cell in self.cells[col.index]:
+                if cell.recording is not None and cell.rec_end == f:
+                    self._recording_done(col, cell, f)
+        self._update_next_rec_end()
+
+    def _recording_done(self, col: Column, cell: Cell, f: int) -> None:
+        """The logical end of a recording: the new take plays from here, seamlessly."""
+        take = cell.recording
+        assert take is not None
+        cell.recording = None
+        self.recording_count -= 1
+        cell.rec_end = -1
+        self._push_history(cell, take)
+        old = cell.take
+        cell.take = take
+        cell.state = PLAYING
+        self._refresh_gains(f, instant=cell)
+        if old is not None:
+            col.restack = True
+        col.restack = True
+        self._update_next_rec_end()
+
+    def _cancel(self, col: Column, cell: Cell, f: int) -> None:
+        take = cell.recording
+        if take is None:
+            return
+        cell.recording = None
+        if cell.rec is take:
+            cell.rec = None
+        self.recording_count -= 1
+        if cell.rec_first:
+            col.first_row = -1
+            cell.rec_first = False
+        cell.rec_end = -1
+        self.to_io.append(("discard", take))
+        self._set_state(cell, IDLE if cell.take is not None else EMPTY, f)
+        self._update_next_rec_end()
+
+    def _update_next_rec_end(self) -> None:
+        best = -1
+        for col in self.cells:
+            for cell in col:
+                if cell.rec_end >= 0 and (best < 0 or cell.rec_end < best):
+                    best = cell.rec_end
+        self.next_rec_end = best
+
+    def _push_history(self, cell: Cell, entry: object) -> None:
+        hist = cell.hist
+        pos = cell.hist_pos + 1
+        if pos >= len(hist):
+            dropped = hist[0]
+            for i in range(len(hist) - 1):
+                hist[i] = hist[i + 1]
+            pos = len(hist) - 1
+            if isinstance(dropped, Take):
+                self.to_io.append(("release", dropped))
+        for i in range(pos, cell.hist_len):
+            old = hist[i]
+            if isinstance(old, Take) and old is not entry:
+                self.to_io.append(("release", old))
+            hist[i] = None
+        hist[pos] = entry
+        cell.hist_pos = pos
+        cell.hist_len = pos + 1
+
+    def _step_history(self, col: Column, cell: Cell, step: int, f: int) -> None:
+        pos = cell.hist_pos + step
+        if pos < -1 or pos >= cell.hist_len:
+            return
+        entry = cell.hist[pos] if pos >= 0 else None
+        target = entry if isinstance(entry, Take) else None
+        if target is not None and col.beats and target.beats != col.beats:
+            others = any(c.take is not None or c.state == RECORDING
+                         for c in self.cells[col.index] if c is not cell)
+            if others:
+                self._reject(5)
+                return
+            col.beats = target.beats
+            col.length = target.length
+            col.pos %= col.length
+            col.rpos = col.pos
+        cell.hist_pos = pos
+        self._set_take(col, cell, target, f)
+
+    def _set_take(self, col: Column, cell: Cell, take: Take | None, f: int) -> None:
+        cell.take = take
+        if take is None:
+            self._set_state(cell, EMPTY, f)
+        elif cell.state == EMPTY:
+            self._set_state(cell, IDLE, f)
+        else:
+            self._refresh_gains(f, instant=cell)
+        if take is not None and col.beats == 0:
+            col.beats = take.beats
+            col.length = take.length
+        col.restack = True
+
+    def _set_state(self, cell: Cell, state: int, f: int) -> None:
+        before = cell.state
+        cell.state = state
+        if (before == SOLO) != (state == SOLO):
+            self.solo_count += 1 if state == SOLO else -1
+            self._refresh_gains(f)
+        else:
+            self._refresh_gain(cell, f, self.declick_frames)
+
+    def _audible(self, cell: Cell) -> bool:
+        if cell.take is None:
+            return False
+        if self.solo_count:
+            return cell.state == SOLO
+        return cell.state == PLAYING or cell.state == SOLO
+
+    def _refresh_gain(self, cell: Cell, f: int, frames: int) -> None:
+        target = cell.volume if self._audible(cell) else 0.0
+        if target != cell.gain.target:
+            cell.gain.set(target, f, frames)
+
+    def _refresh_gains(self, f: int, instant: Cell | None = None) -> None:
+        for row in self.cells:
+            for cell in row:
+                self._refresh_gain(cell, f, 0 if cell is instant else self.declick_frames)
+
+    def _update_column(self, col: Column, f: int) -> None:
+        running = False
+        loops = False
+        for cell in self.cells[col.index]:
+            if cell.state in (RECORDING, PLAYING, SOLO):
+                running = True
+            if cell.take is not None or cell.state == RECORDING:
+                loops = True
+        if not loops and col.first_row < 0:
+            col.beats = 0
+            col.length = 0
+            if col.stack is not None:
+                self.to_io.append(("release", col.stack))
+                col.stack = None
+        if running and not col.running:
+            col.pos = 0
+            col.rpos = 0
+        elif not running and col.running:
+            col.pos = 0
+            col.fading = col.length > 0
+        col.running = running
+
+    # ------------------------------------------------------------------ recording
+
+    def _write_ring(self, inputs: Audio, start: int, n: int) -> None:
+        rf = self.ring_frames
+        i = start % rf
+        k = min(n, rf - i)
+        np.copyto(self.ring[i : i + k], inputs[:k])
+        if k < n:
+            np.copyto(self.ring[: n - k], inputs[k:n])
+
+    def _capture(self, inputs: Audio, start: int, n: int) -> None:
+        if self.recording_count == 0 and not self._any_capture():
+            return
+        end = start + n
+        for col in self.columns:
+            for cell in self.cells[col.index]:
+                take = cell.rec
+                if take is None or cell.cap_start >= end:
+                    continue
+                s = max(start, cell.cap_start)
+                e = end
+                if take.length:
+                    e = min(e, cell.cap_start + take.length)
+                if s == cell.cap_start and take.captured == 0:
+                    self._take_preroll(take, s)
+                if e > s and not self._write_take(col, cell, take, inputs[s - start : e - start]):
+                    continue
+                if take.length and take.captured >= take.length and cell.rec is take:
+                    self._finish_capture(cell)
+
+    def _any_capture(self) -> bool:
+        for col in self.cells:
+            for cell in col:
+                if cell.rec is not None:
+                    return True
+        return False
+
+    def _take_preroll(self, take: Take, cap_start: int) -> None:
+        d = min(self.declick_frames, cap_start)
+        take.preroll_frames = d
+        if d == 0:
+            return
+        rf = self.ring_frames
+        i = (cap_start - d) % rf
+        k = min(d, rf - i)
+        np.copyto(take.preroll[:k], self.ring[i : i + k])
+        if k < d:
+            np.copyto(take.preroll[k:d], self.ring[: d - k])
+
+    def _write_take(self, col: Column, cell: Cell, take: Take, src: Audio) -> bool:
+        n = src.shape[0]
+        cf = self.chunk_frames
+        done = 0
+        while done < n:
+            w = take.captured
+            ci, off = divmod(w, cf)
+            if ci >= self.max_chunks:
+                self._reject(3)
+                self._cancel(col, cell, self.frame)
+                cell.rec = None
+                return False
+            if ci >= take.nchunks:
+                chunk = self.pool.take_chunk()
+                if chunk is None:
+                    if cell.recording is not take:  # the latency tail: the take already plays
+                        self._reject(7)
+                        take.nchunks = ci + 1
+                        take.captured = min((ci + 1) * cf, take.length)
+                        done += take.captured - w
+                        continue
+                    self._reject(1)
+                    self._cancel(col, cell, self.frame)
+                    return False
+                take.chunks[ci] = chunk
+                take.nchunks = ci + 1
+            chunk = take.chunks[ci]
+            m = min(n - done, cf - off)
+            if chunk is not None:
+                np.copyto(chunk[off : off + m], src[done : done + m])
+            take.captured = w + m
+            done += m
+        return True
+
+    def _finish_capture(self, cell: Cell) -> None:
+        """All of the take is captured: crossfade its seam and hand it to the I/O side."""
+        take = cell.rec
+        assert take is not None
+        cell.rec = None
+        length = take.length
+        d = min(take.preroll_frames, length)
+        if d > 0:
+            # the loop's last d frames fade into the audio that came just before its first
+            # frame, so the wrap from the end back to index 0 is continuous
+            cf = self.chunk_frames
+            start = length - d
+            done = 0
+            while done < d:
+                ci, off = divmod(start + done, cf)
+                chunk = take.chunks[ci]
+                m = min(d - done, cf - off)
+                if chunk is not None:
+                    seg = chunk[off : off + m]
+                    tmp = self.fade_tmp[:m]
+                    np.multiply(take.preroll[done : done + m], self.fade[done : done + m], out=tmp)
+                    np.multiply(seg, self.fade_inv[done : done + m], out=seg)
+                    np.add(seg, tmp, out=seg)
+                done += m
+        take.complete = True
+        self.to_io.append(("finished", take))
+
+    # ------------------------------------------------------------------ I/O results
+
+    def _drain_io(self) -> None:
+        q = self.from_io
+        while q:
+            msg = q.popleft()
+            kind = msg[0]
+            if kind == "consolidated":
+                take, data = msg[1], msg[2]
+                if take.length == data.shape[0]:
+                    take.data = data
+                    for col in self.columns:
+                        for cell in self.cells[col.index]:
+                            if cell.take is take:
+                                col.restack = True
+            elif kind == "stack":
+                col = self.columns[msg[1]]
+                stack, takes = msg[2], msg[3]
+                if col.length and stack.shape[1] == col.length:
+                    old = col.stack
+                    col.stack = stack
+                    col.stack_takes[:] = takes
+                    if old is not None:
+                        self.to_io.append(("release", old))
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """The status document (same shape offline and live). Not real-time."""
+        bpb = self.beats_per_bar
+        beat_in_bar = ((self.beat - self.anchor_beat) % bpb) if self.beat >= 0 else -1
+        return {
+            "sample_rate": self.sample_rate,
+            "block_size": self.block_size,
+            "channels": self.channels,
+            "frame": self.frame,
+            "tempo": self.tempo_bpm,
+            "beats_per_bar": bpb,
+            "beat": self.beat,
+            "beat_in_bar": beat_in_bar,
+            "next_beat_frame": self.next_beat_frame,
+            "sync": "internal",
+            "selected": list(self.selected),
+            "master_volume": self.master.target,
+            "monitor": {"on": self.monitor_on, "gain": self.monitor_gain},
+            "click": {"on": self.click_on, "volume": self.click_gain.target},
+            "xruns": self.xruns,
+            "missed_frames": self.missed_frames,
+            "commands_dropped": self.commands_dropped,
+            "rejected": self.rejects,
+            "last_rejected": REJECT_NAMES.get(self.last_reject, ""),
+            "midi_in_events": self.midi_in_events,
+            "pool": {"free_chunks": len(self.pool.chunks), "chunk_frames": self.chunk_frames},
+            "columns": [
+                {"beats": col.beats, "length_frames": col.length, "position": col.pos,
+                 "running": col.running}
+                for col in self.columns
+            ],
+            "cells": [[self._cell_status(col, cell) for cell in self.cells[col.index]]
+                      for col in self.columns],
+        }
+
+    def _cell_status(self, col: Column, cell: Cell) -> dict[str, Any]:
+        take = cell.take
+        rec = cell.rec if cell.state == RECORDING else None
+        shown = take if rec is None else rec
+        return {
+            "state": STATE_NAMES[cell.state],
+            "next_state": STATE_NAMES[self._next_state(cell)],
+            "volume": cell.volume,
+            "beats": shown.beats if shown is not None else 0,
+            "length_frames": shown.length if shown is not None else 0,
+            "sync_offset_frames": shown.sync_offset if shown is not None else 0,
+            "consolidated": take is not None and take.data is not None,
+            "undo": cell.hist_pos + 1,
+            "redo": cell.hist_len - cell.hist_pos - 1,
+        }
+
+    def _next_state(self, cell: Cell) -> int:
+        op = cell.pending
+        st = cell.state
+        has = cell.take is not None
+        if op == 0:
+            return st
+        if op == C.OP_RECORD:
+            return PLAYING if st == RECORDING and cell.rec_first else RECORDING
+        if op == C.OP_PLAY:
+            return PLAYING if (has or cell.rec_first) else st
+        if op == C.OP_SOLO:
+            return SOLO if (has or cell.rec_first) else st
+        if op == C.OP_STOP:
+            return IDLE if has else EMPTY
+        if op == C.OP_CLEAR:
+            return EMPTY
+        if op in (C.OP_UNDO, C.OP_REDO):
+            if st == RECORDING:
+                return IDLE if has else EMPTY
+            pos = cell.hist_pos + (-1 if op == C.OP_UNDO else 1)
+            entry = cell.hist[pos] if 0 <= pos < cell.hist_len else None
+            if not isinstance(entry, Take):
+                return EMPTY
+            return st if st in (PLAYING, SOLO, IDLE) else IDLE
+        return st
+
+
+def _click_tones(sample_rate: int) -> tuple[Audio, Audio]:
+    """(accent, normal): short decaying sine bursts, computed once."""
+    frames = round(0.03 * sample_rate)
+    t = np.arange(frames, dtype=np.float64) / sample_rate
+    env = np.exp(-t / 0.006)
+    attack = min(frames, max(1, round(0.0005 * sample_rate)))
+    env[:attack] *= np.linspace(0.0, 1.0, attack, endpoint=False)
+    accent = (np.sin(2 * np.pi * 1760.0 * t) * env).astype(np.float32)
+    normal = (0.7 * np.sin(2 * np.pi * 1320.0 * t) * env).astype(np.float32)
+    return accent, normal

@@ -1,0 +1,47 @@
+"""Preallocated MIDI event buffers for the audio thread.
+
+The engine's MIDI input and output are :class:`MidiBuffer` objects: fixed-capacity arrays of
+(frame offset, up to 3 bytes) that the host binding fills from and drains to JACK's MIDI
+ports, and that ``ouro offline`` fills from a script's ``midi`` events.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_MESSAGE_BYTES = 3
+
+
+class MidiBuffer:
+    """Up to ``capacity`` short MIDI messages, each at a frame offset within the block."""
+
+    __slots__ = ("count", "data", "dropped", "frames", "sizes")
+
+    def __init__(self, capacity: int = 256):
+        self.frames = np.zeros(capacity, np.int64)
+        self.data = np.zeros((capacity, MAX_MESSAGE_BYTES), np.uint8)
+        self.sizes = np.zeros(capacity, np.int8)
+        self.count = 0
+        self.dropped = 0
+
+    def clear(self) -> None:
+        self.count = 0
+
+    def add(self, frame: int, message: bytes | list[int] | tuple[int, ...]) -> bool:
+        """Append one message (at most 3 bytes); False (and counted) when full or too long."""
+        n = len(message)
+        if self.count >= self.frames.shape[0] or not 0 < n <= MAX_MESSAGE_BYTES:
+            self.dropped += 1
+            return False
+        i = self.count
+        self.frames[i] = frame
+        for j in range(n):
+            self.data[i, j] = message[j]
+        self.sizes[i] = n
+        self.count = i + 1
+        return True
+
+    def events(self) -> list[tuple[int, list[int]]]:
+        """(frame, bytes) pairs, for non-real-time readers."""
+        return [(int(self.frames[i]), [int(b) for b in self.data[i, : self.sizes[i]]])
+                for i in range(self.count)]
