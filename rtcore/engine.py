@@ -91,10 +91,6 @@ class _Ramp:
         if k < n:
             out[max(k, 0) :].fill(self.target)
 
-    def settle(self, frame: int) -> None:
-        if frame >= self.end:
-            self.value = self.target
-
 
 class Cell:
     """One cell of the matrix. Touched by the audio thread only (the status reads it)."""
@@ -130,8 +126,9 @@ class Cell:
 
 class Column:
     __slots__ = (
-        "beats", "fading", "first_row", "index", "length", "pos", "restack", "rpos",
-        "running", "stack", "stack_takes",
+        "audible", "beats", "direct", "fading", "first_row", "index", "length", "ndirect",
+        "plan_dirty", "plan_stack", "plan_until", "pos", "restack", "rpos", "running",
+        "stack", "stack_takes",
     )
 
     def __init__(self, index: int, rows: int):
@@ -146,6 +143,13 @@ class Column:
         self.stack: Audio | None = None  # (rows, length, channels), consolidated loops
         self.stack_takes: list[Take | None] = [None] * rows
         self.restack = False  # the I/O side should rebuild ``stack``
+        # the mixing plan (see Engine._plan_column)
+        self.plan_dirty = True
+        self.plan_stack = False
+        self.plan_until = -1
+        self.audible = False
+        self.direct: list[Cell | None] = [None] * rows
+        self.ndirect = 0
 
 
 class Engine:
@@ -196,6 +200,7 @@ class Engine:
         self.selected = (0, 0)
         self.solo_count = 0
         self.recording_count = 0
+        self.capturing = 0
         self.next_rec_end = -1
         self.take_serial = 0
 
@@ -219,7 +224,7 @@ class Engine:
         bs = self.block_size
         self.mix = np.zeros((bs, ch), np.float32)
         self.colsum = np.zeros((bs, ch), np.float32)
-        self.rows3 = np.zeros((self.nrows, bs, ch), np.float32)
+        self.rows3 = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
         self.gvec = np.zeros((self.ncols, self.nrows, 1, 1), np.float32)
         self.gbuf = np.zeros((bs, 1), np.float32)
         self.gbuf1 = self.gbuf[:, 0]
@@ -333,7 +338,6 @@ class Engine:
             np.multiply(src, self.gbuf1[:n] if mono else self.gbuf[:n], out=dst)
         else:
             np.multiply(src, ramp.target, out=dst)
-        ramp.settle(start + n)
 
     def _run(self, n: int, click_out: Audio | None) -> None:
         """Advance ``n`` frames, splitting at beat boundaries and recording ends."""
@@ -383,69 +387,85 @@ class Engine:
                 np.copyto(click_out[off : off + k], tone[cp : cp + k])  # type: ignore[index]
         self.click_pos = min(self.click_pos + m, self.click_tone.shape[0])
 
-    def _mix_column(self, col: Column, off: int, m: int, now: int) -> None:
-        length = col.length
+    def _plan_column(self, col: Column, now: int) -> None:
+        """Decide, until something changes, where each row of the column reads from.
+
+        Rows that play steadily from the column's stack are one ufunc together (their
+        gains in ``gvec``); ramping rows and rows not in the stack read one by one. Silent
+        rows stay zero in the column's row buffer, so the sum over rows is the same
+        arithmetic whichever path a row takes.
+        """
         cells = self.cells[col.index]
         gvec = self.gvec[col.index]
+        rows3 = self.rows3[col.index]
+        gvec.fill(0.0)
         stack = col.stack
-        rows3 = self.rows3
-        audible = False
-        end = now + m
+        col.plan_stack = False
+        col.plan_until = -1
+        col.ndirect = 0
+        col.audible = False
+        for r in range(self.nrows):
+            cell = cells[r]
+            take = cell.take
+            g = cell.gain
+            ramping = g.ramping(now)
+            if take is None or (g.target == 0.0 and not ramping):
+                rows3[r].fill(0.0)
+                continue
+            col.audible = True
+            if ramping:
+                if col.plan_until < 0 or g.end < col.plan_until:
+                    col.plan_until = g.end
+            elif stack is not None and take is col.stack_takes[r]:
+                gvec[r, 0, 0] = g.target
+                col.plan_stack = True
+                continue
+            col.direct[col.ndirect] = cell
+            col.ndirect += 1
+        col.plan_dirty = False
+
+    def _mix_column(self, col: Column, off: int, m: int, now: int) -> None:
+        if col.plan_dirty or 0 <= col.plan_until <= now:
+            self._plan_column(col, now)
+        if not col.audible:
+            if not col.running:
+                col.fading = False
+                col.rpos = 0
+            return
+        length = col.length
+        rows3 = self.rows3[col.index]
+        gvec = self.gvec[col.index]
+        stack = col.stack
+        direct = col.direct
+        nd = col.ndirect
+        colsum = self.colsum
         a = col.rpos
         done = 0
         while done < m:
             k = min(m - done, length - a)
             t0 = now + done
-            use_stack = False
-            if stack is not None:
-                # one ufunc for every row that plays steadily from the stack
-                gvec.fill(0.0)
-                for r in range(self.nrows):
-                    cell = cells[r]
-                    if (cell.take is not None and cell.take is col.stack_takes[r]
-                            and not cell.gain.ramping(t0)):
-                        gvec[r, 0, 0] = cell.gain.target
-                        use_stack = True
-                if use_stack:
-                    np.multiply(stack[:, a : a + k], gvec, out=rows3[:, :k])
-            for r in range(self.nrows):
-                cell = cells[r]
-                take = cell.take
+            if col.plan_stack:
+                np.multiply(stack[:, a : a + k], gvec, out=rows3[:, :k])  # type: ignore[index]
+            for i in range(nd):
+                cell = direct[i]
                 g = cell.gain
-                out = rows3[r, :k]
-                if take is None or (g.target == 0.0 and not g.ramping(t0)):
-                    if use_stack:
-                        continue  # its gvec entry is 0, the row already holds zeros
-                    out.fill(0.0)
-                    continue
-                audible = True
-                if g.ramping(t0):
+                if g.end > t0:
                     g.fill(t0, self.gbuf[:k], self.ramp_index)
-                    take.read_scaled(a, self.gbuf[:k], out)
-                elif use_stack and take is col.stack_takes[r]:
-                    continue
+                    cell.take.read_scaled(a, self.gbuf[:k], rows3[cell.row, :k])
                 else:
-                    take.read_scaled(a, g.target, out)
-            np.add.reduce(rows3[:, :k], axis=0, out=self.colsum[:k])
+                    cell.take.read_scaled(a, g.target, rows3[cell.row, :k])
+            np.add.reduce(rows3[:, :k], axis=0, out=colsum[:k])
             mix = self.mix[off + done : off + done + k]
-            np.add(mix, self.colsum[:k], out=mix)
+            np.add(mix, colsum[:k], out=mix)
             done += k
             a += k
             if a >= length:
                 a = 0
-        for r in range(self.nrows):
-            cells[r].gain.settle(end)
-        if not col.running and not audible:
-            col.fading = False
-            col.rpos = 0
-        elif not col.running:
-            self._column_fading_check(col, end)
 
     def _column_fading_check(self, col: Column, frame: int) -> None:
         if col.running:
             return
         for cell in self.cells[col.index]:
-            cell.gain.settle(frame)
             if cell.take is not None and (cell.gain.target != 0.0 or cell.gain.ramping(frame)):
                 return
         col.fading = False
@@ -473,6 +493,7 @@ class Engine:
             cell.volume = cmd.value
             if self._audible(cell):
                 cell.gain.set(cmd.value, now, self.smoothing_frames)
+                self.columns[cell.column].plan_dirty = True
         elif op == C.OP_SELECT:
             self.selected = (cmd.column, cmd.row)
         elif op == C.OP_TAP:
@@ -601,6 +622,7 @@ class Engine:
         take.reset(self.take_serial)
         take.preroll_frames = 0
         cell.rec = take
+        self.capturing += 1
         cell.recording = take
         cell.prev_state = cell.state
         cell.rec_start_beat = k
@@ -685,6 +707,7 @@ class Engine:
         old = cell.take
         cell.take = take
         cell.state = PLAYING
+        col.plan_dirty = True
         self._refresh_gains(f, instant=cell)
         if old is not None:
             col.restack = True
@@ -697,7 +720,7 @@ class Engine:
             return
         cell.recording = None
         if cell.rec is take:
-            cell.rec = None
+            self._stop_capture(cell)
         self.recording_count -= 1
         if cell.rec_first:
             col.first_row = -1
@@ -755,6 +778,7 @@ class Engine:
 
     def _set_take(self, col: Column, cell: Cell, take: Take | None, f: int) -> None:
         cell.take = take
+        col.plan_dirty = True
         if take is None:
             self._set_state(cell, EMPTY, f)
         elif cell.state == EMPTY:
@@ -786,6 +810,7 @@ class Engine:
         target = cell.volume if self._audible(cell) else 0.0
         if target != cell.gain.target:
             cell.gain.set(target, f, frames)
+            self.columns[cell.column].plan_dirty = True
 
     def _refresh_gains(self, f: int, instant: Cell | None = None) -> None:
         for row in self.cells:
@@ -806,6 +831,7 @@ class Engine:
             if col.stack is not None:
                 self.to_io.append(("release", col.stack))
                 col.stack = None
+                col.plan_dirty = True
         if running and not col.running:
             col.pos = 0
             col.rpos = 0
@@ -825,7 +851,7 @@ class Engine:
             np.copyto(self.ring[: n - k], inputs[k:n])
 
     def _capture(self, inputs: Audio, start: int, n: int) -> None:
-        if self.recording_count == 0 and not self._any_capture():
+        if self.capturing == 0:
             return
         end = start + n
         for col in self.columns:
@@ -844,12 +870,10 @@ class Engine:
                 if take.length and take.captured >= take.length and cell.rec is take:
                     self._finish_capture(cell)
 
-    def _any_capture(self) -> bool:
-        for col in self.cells:
-            for cell in col:
-                if cell.rec is not None:
-                    return True
-        return False
+    def _stop_capture(self, cell: Cell) -> None:
+        if cell.rec is not None:
+            cell.rec = None
+            self.capturing -= 1
 
     def _take_preroll(self, take: Take, cap_start: int) -> None:
         d = min(self.declick_frames, cap_start)
@@ -873,7 +897,7 @@ class Engine:
             if ci >= self.max_chunks:
                 self._reject(3)
                 self._cancel(col, cell, self.frame)
-                cell.rec = None
+                self._stop_capture(cell)
                 return False
             if ci >= take.nchunks:
                 chunk = self.pool.take_chunk()
@@ -901,7 +925,7 @@ class Engine:
         """All of the take is captured: crossfade its seam and hand it to the I/O side."""
         take = cell.rec
         assert take is not None
-        cell.rec = None
+        self._stop_capture(cell)
         length = take.length
         d = min(take.preroll_frames, length)
         if d > 0:
@@ -946,6 +970,7 @@ class Engine:
                     old = col.stack
                     col.stack = stack
                     col.stack_takes[:] = takes
+                    col.plan_dirty = True
                     if old is not None:
                         self.to_io.append(("release", old))
 
