@@ -96,9 +96,23 @@ class Cell:
     """One cell of the matrix. Touched by the audio thread only (the status reads it)."""
 
     __slots__ = (
-        "cap_start", "column", "gain", "hist", "hist_len", "hist_pos", "pending",
-        "prev_state", "rec", "rec_end", "recording", "rec_first", "rec_start_beat", "row", "state",
-        "take", "volume",
+        "cap_start",
+        "column",
+        "gain",
+        "hist",
+        "hist_len",
+        "hist_pos",
+        "pending",
+        "prev_state",
+        "rec",
+        "rec_end",
+        "rec_first",
+        "rec_start_beat",
+        "recording",
+        "row",
+        "state",
+        "take",
+        "volume",
     )
 
     def __init__(self, column: int, row: int, history: int):
@@ -230,7 +244,7 @@ class Engine:
         self.gbuf1 = self.gbuf[:, 0]
         self.ramp_index = np.arange(1, bs + 1, dtype=np.float32).reshape(bs, 1)
         self.zeros_in = np.zeros((bs, ch), np.float32)
-        self.ring_frames = 1 << max(10, int(math.ceil(math.log2(bs + self.declick_frames + 1))))
+        self.ring_frames = 1 << max(10, math.ceil(math.log2(bs + self.declick_frames + 1)))
         self.ring = np.zeros((self.ring_frames, ch), np.float32)
         self.fade = ((np.arange(self.declick_frames, dtype=np.float32) + 0.5)
                      / max(self.declick_frames, 1)).reshape(-1, 1)
@@ -609,7 +623,7 @@ class Engine:
                 self._finish_first(col, f, k)
             return  # a fixed-length recording ends by itself
         if col.first_row >= 0:
-            if cell.rec_start_beat == k and self.cells[col.index][col.first_row].rec_start_beat == k:
+            if self.cells[col.index][col.first_row].rec_start_beat == k:
                 self._reject(4)
                 return
             if not self._finish_first(col, f, k):
