@@ -43,6 +43,9 @@ REJECT_NAMES = {
 }
 
 COMMAND_QUEUE_LIMIT = 256
+# numpy's ufunc iterator sizes its scratch buffers by this (default 8192 elements); the
+# stack multiply needs them, and small ones keep the callback's allocations tiny
+UFUNC_BUFSIZE = 128
 TAP_RESET_S = 2.0
 TAP_KEEP = 4
 
@@ -81,7 +84,8 @@ class _Ramp:
         return frame < self.end
 
     def fill(self, frame: int, out: Audio, ramp_index: Audio) -> None:
-        """``out[i] = value at frame + i + 1`` (``ramp_index`` holds 1..n), clipped at target."""
+        """``out[i] = value at frame + i + 1``, clipped at target (``ramp_index[i] = i + 1``,
+        with the same shape as ``out``)."""
         n = out.shape[0]
         k = min(n, self.end - frame)
         if k > 0:
@@ -141,7 +145,8 @@ class Cell:
 class Column:
     __slots__ = (
         "audible", "beats", "direct", "fading", "first_row", "index", "length", "ndirect",
-        "plan_dirty", "plan_stack", "plan_until", "pos", "restack", "rpos", "running",
+        "plan_dirty", "plan_stack", "plan_until", "pos", "restack", "rows_zero", "rpos",
+        "running",
         "stack", "stack_takes",
     )
 
@@ -160,6 +165,7 @@ class Column:
         # the mixing plan (see Engine._plan_column)
         self.plan_dirty = True
         self.plan_stack = False
+        self.rows_zero = False
         self.plan_until = -1
         self.audible = False
         self.direct: list[Cell | None] = [None] * rows
@@ -189,8 +195,10 @@ class Engine:
         self.declick_frames = cfg.declick_frames
         self.smoothing_frames = cfg.smoothing_frames
         self.latency_frames = cfg.latency_frames
+        # a shell for every cell: all of them may start recording on the same beat
         self.pool = pool or ChunkPool(ch, cfg.chunk_frames, cfg.max_chunks_per_take,
-                                      cfg.declick_frames, cfg.pool_reserve_chunks)
+                                      cfg.declick_frames, cfg.pool_reserve_chunks,
+                                      reserve_takes=cfg.columns * cfg.rows + 1)
         self.max_chunks = cfg.max_chunks_per_take
         self.chunk_frames = cfg.chunk_frames
 
@@ -238,16 +246,21 @@ class Engine:
         bs = self.block_size
         self.mix = np.zeros((bs, ch), np.float32)
         self.colsum = np.zeros((bs, ch), np.float32)
-        self.rows3 = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
-        self.gvec = np.zeros((self.ncols, self.nrows, 1, 1), np.float32)
-        self.gbuf = np.zeros((bs, 1), np.float32)
+        # every cell's contribution to the segment being rendered, summed in row order
+        self.rows_all = np.zeros((self.ncols * self.nrows, bs, ch), np.float32)
+        self.rows3 = self.rows_all.reshape(self.ncols, self.nrows, bs, ch)
+        # gains spelled out per frame and channel: a broadcast operand would make numpy's
+        # ufunc machinery allocate buffers inside the callback
+        self.gvec = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
+        self.gbuf = np.zeros((bs, ch), np.float32)
         self.gbuf1 = self.gbuf[:, 0]
-        self.ramp_index = np.arange(1, bs + 1, dtype=np.float32).reshape(bs, 1)
+        self.ramp_index = np.repeat(np.arange(1, bs + 1, dtype=np.float32)[:, None], ch, 1)
         self.zeros_in = np.zeros((bs, ch), np.float32)
         self.ring_frames = 1 << max(10, math.ceil(math.log2(bs + self.declick_frames + 1)))
         self.ring = np.zeros((self.ring_frames, ch), np.float32)
-        self.fade = ((np.arange(self.declick_frames, dtype=np.float32) + 0.5)
-                     / max(self.declick_frames, 1)).reshape(-1, 1)
+        fade = (np.arange(self.declick_frames, dtype=np.float32) + 0.5) / max(
+            self.declick_frames, 1)
+        self.fade = np.repeat(fade[:, None], ch, 1)  # per channel: no broadcast in the callback
         self.fade_inv = (1.0 - self.fade).astype(np.float32)
         self.fade_tmp = np.zeros((max(self.declick_frames, 1), ch), np.float32)
         self.midi_dummy = MidiBuffer(4)
@@ -304,6 +317,8 @@ class Engine:
         Real-time safe (see the module docstring).
         """
         n = inputs.shape[0]
+        if np.getbufsize() != UFUNC_BUFSIZE:  # per thread; set once in the audio thread
+            np.setbufsize(UFUNC_BUFSIZE)
         self._drain_io()
         self._drain_commands()
         if midi_in is not None:
@@ -312,10 +327,8 @@ class Engine:
             midi_out.clear()
         start = self.frame
         self._write_ring(inputs, start, n)
-        self.mix[:n].fill(0.0)
         click_out[:n].fill(0.0)
-        self._run(n, click_out)
-        self._capture(inputs, start, n)
+        self._run(n, click_out, inputs)
         # main out = mix * master + input * monitor
         mix = self.mix[:n]
         self._apply_ramp(self.master, start, mix, main_out[:n])
@@ -340,8 +353,7 @@ class Engine:
             n = min(left, self.block_size)
             start = self.frame
             self._write_ring(self.zeros_in, start, n)
-            self._run(n, None)
-            self._capture(self.zeros_in, start, n)
+            self._run(n, None, self.zeros_in)
             left -= n
 
     def _apply_ramp(self, ramp: _Ramp, start: int, src: Audio, dst: Audio,
@@ -353,7 +365,7 @@ class Engine:
         else:
             np.multiply(src, ramp.target, out=dst)
 
-    def _run(self, n: int, click_out: Audio | None) -> None:
+    def _run(self, n: int, click_out: Audio | None, inputs: Audio) -> None:
         """Advance ``n`` frames, splitting at beat boundaries and recording ends."""
         off = 0
         end = self.frame + n
@@ -369,6 +381,9 @@ class Engine:
             if now < self.next_rec_end < stop:
                 stop = self.next_rec_end
             m = stop - now
+            if self.capturing:
+                # before mixing: a loop may play what was recorded earlier in this block
+                self._capture(inputs[off : off + m], now, m)
             self._segment(off, m, click_out)
             off += m
             self.frame = stop
@@ -376,15 +391,17 @@ class Engine:
     def _segment(self, off: int, m: int, click_out: Audio | None) -> None:
         now = self.frame
         render = click_out is not None
+        rows3 = self.rows3
         for col in self.columns:
-            if col.length == 0:
+            if col.length == 0 or not (col.running or col.fading):
+                if render and not col.rows_zero:
+                    rows3[col.index].fill(0.0)
+                    col.rows_zero = True
                 if col.running:  # a first recording: the position counts up
                     col.pos += m
                 continue
-            if not (col.running or col.fading):
-                continue
             if render:
-                self._mix_column(col, off, m, now)
+                self._mix_column(col, m, now)
             else:
                 self._column_fading_check(col, now + m)
             length = col.length
@@ -394,6 +411,9 @@ class Engine:
             else:
                 col.rpos = (col.rpos + m) % length
         if render:
+            # every row of every column, summed in one fixed order: the output of a cell
+            # does not depend on how it is read, which block it falls in, or xruns
+            np.add.reduce(self.rows_all[:, :m], axis=0, out=self.mix[off : off + m])
             tone = self.click_tone
             cp = self.click_pos
             k = min(m, tone.shape[0] - cp)
@@ -404,15 +424,15 @@ class Engine:
     def _plan_column(self, col: Column, now: int) -> None:
         """Decide, until something changes, where each row of the column reads from.
 
-        Rows that play steadily from the column's stack are one ufunc together (their
-        gains in ``gvec``); ramping rows and rows not in the stack read one by one. Silent
-        rows stay zero in the column's row buffer, so the sum over rows is the same
-        arithmetic whichever path a row takes.
+        Rows that play steadily from the column's stack (every consolidated loop of the
+        column in one array) are one ufunc together, their gains spelled out in ``gvec``;
+        ramping rows and rows not in the stack read one by one. Silent rows stay zero in the
+        column's row buffer. Either way each row holds ``loop sample * gain`` and the rows
+        are summed in row order, so the output does not depend on the path.
         """
         cells = self.cells[col.index]
         gvec = self.gvec[col.index]
         rows3 = self.rows3[col.index]
-        gvec.fill(0.0)
         stack = col.stack
         col.plan_stack = False
         col.plan_until = -1
@@ -423,6 +443,7 @@ class Engine:
             take = cell.take
             g = cell.gain
             ramping = g.ramping(now)
+            gvec[r].fill(0.0)
             if take is None or (g.target == 0.0 and not ramping):
                 rows3[r].fill(0.0)
                 continue
@@ -431,14 +452,15 @@ class Engine:
                 if col.plan_until < 0 or g.end < col.plan_until:
                     col.plan_until = g.end
             elif stack is not None and take is col.stack_takes[r]:
-                gvec[r, 0, 0] = g.target
+                gvec[r].fill(g.target)
                 col.plan_stack = True
                 continue
             col.direct[col.ndirect] = cell
             col.ndirect += 1
         col.plan_dirty = False
 
-    def _mix_column(self, col: Column, off: int, m: int, now: int) -> None:
+    def _mix_column(self, col: Column, m: int, now: int) -> None:
+        """Fill the column's rows of the row buffer for the next ``m`` frames."""
         if col.plan_dirty or 0 <= col.plan_until <= now:
             self._plan_column(col, now)
         if not col.audible:
@@ -446,31 +468,33 @@ class Engine:
                 col.fading = False
                 col.rpos = 0
             return
+        col.rows_zero = False
         length = col.length
         rows3 = self.rows3[col.index]
         gvec = self.gvec[col.index]
         stack = col.stack
         direct = col.direct
         nd = col.ndirect
-        colsum = self.colsum
         a = col.rpos
         done = 0
         while done < m:
             k = min(m - done, length - a)
             t0 = now + done
             if col.plan_stack:
-                np.multiply(stack[:, a : a + k], gvec, out=rows3[:, :k])  # type: ignore[index]
+                np.multiply(stack[:, a : a + k], gvec[:, :k],  # type: ignore[index]
+                            out=rows3[:, done : done + k])
             for i in range(nd):
                 cell = direct[i]
                 g = cell.gain
+                take = cell.take
+                out = rows3[cell.row, done : done + k]
                 if g.end > t0:
                     g.fill(t0, self.gbuf[:k], self.ramp_index)
-                    cell.take.read_scaled(a, self.gbuf[:k], rows3[cell.row, :k])
+                    take.read_scaled(a, self.gbuf[:k], out)
+                elif take.data is not None:  # consolidated: one slice, one ufunc
+                    np.multiply(take.data[a : a + k], g.target, out=out)
                 else:
-                    cell.take.read_scaled(a, g.target, rows3[cell.row, :k])
-            np.add.reduce(rows3[:, :k], axis=0, out=colsum[:k])
-            mix = self.mix[off + done : off + done + k]
-            np.add(mix, colsum[:k], out=mix)
+                    take.read_scaled(a, g.target, out)
             done += k
             a += k
             if a >= length:
@@ -718,14 +742,11 @@ class Engine:
         self.recording_count -= 1
         cell.rec_end = -1
         self._push_history(cell, take)
-        old = cell.take
         cell.take = take
         cell.state = PLAYING
         col.plan_dirty = True
-        self._refresh_gains(f, instant=cell)
-        if old is not None:
-            col.restack = True
         col.restack = True
+        self._refresh_gains(f, instant=cell)
         self._update_next_rec_end()
 
     def _cancel(self, col: Column, cell: Cell, f: int) -> None:
@@ -793,6 +814,7 @@ class Engine:
     def _set_take(self, col: Column, cell: Cell, take: Take | None, f: int) -> None:
         cell.take = take
         col.plan_dirty = True
+        col.restack = True
         if take is None:
             self._set_state(cell, EMPTY, f)
         elif cell.state == EMPTY:
@@ -802,7 +824,6 @@ class Engine:
         if take is not None and col.beats == 0:
             col.beats = take.beats
             col.length = take.length
-        col.restack = True
 
     def _set_state(self, cell: Cell, state: int, f: int) -> None:
         before = cell.state
@@ -865,8 +886,6 @@ class Engine:
             np.copyto(self.ring[: n - k], inputs[k:n])
 
     def _capture(self, inputs: Audio, start: int, n: int) -> None:
-        if self.capturing == 0:
-            return
         end = start + n
         for col in self.columns:
             for cell in self.cells[col.index]:
