@@ -106,14 +106,18 @@ def parse_script(doc: Any, where: str = "script") -> Script:
 
 def load_script(path: Path) -> Script:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScriptError(f"{path}: cannot read script: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScriptError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ScriptError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: "
                           f"{exc.msg}") from None
+    except RecursionError:
+        raise ScriptError(f"{path}: JSON nested too deeply") from None
     return parse_script(doc, str(path))
 
 
@@ -206,11 +210,17 @@ def run(script_path: Path, input_path: Path, out_dir: Path, strict: bool = False
     try:
         script = load_script(script_path)
         inputs = load_input(input_path, script.config, script.duration_frames)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ScriptError(f"output directory {out_dir} exists and is not a directory")
     except ScriptError as exc:
         print(f"ouro offline: {exc}", file=sys.stderr)
         return 2
     result = perform(script, inputs)
-    write_outputs(result, script.config, out_dir)
+    try:
+        write_outputs(result, script.config, out_dir)
+    except OSError as exc:
+        print(f"ouro offline: cannot write to {out_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for err in result.command_errors:
         print(f"ouro offline: refused: {err}", file=sys.stderr)
     print(f"wrote {out_dir}/main.wav, click.wav, midi_out.json, status.json, session/")

@@ -113,6 +113,18 @@ def test_bench_bad_arguments_exit_2_with_a_message(args):
     assert proc.stdout == ""
 
 
+def test_bench_too_short_to_time_one_block_does_not_crash():
+    """0.0001 s is less than one 128-frame block: refuse it (2) or time at least one block."""
+    proc = ouro("bench", "engine", "--json", "--seconds", "0.0001", "--block-sizes", "128")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 2), proc.stderr
+    if proc.returncode == 0:
+        r = json.loads(proc.stdout)["block_sizes"]["128"]
+        assert r["p50_us"] <= r["p99_us"] <= r["max_us"]
+    else:
+        assert "--seconds" in proc.stderr
+
+
 def test_bench_arguments_are_checked_in_process(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["bench", "engine", "--block-sizes", "x"])

@@ -76,7 +76,7 @@ class Run:
     out: Path
 
     def wav(self, name: str) -> np.ndarray:
-        data, rate = sf.read(self.out / name, dtype="float32", always_2d=name != "click.wav")
+        data, _ = sf.read(self.out / name, dtype="float32", always_2d=name != "click.wav")
         return data
 
     def json(self, name: str) -> Any:
@@ -92,7 +92,7 @@ class Run:
 
     def loop_file(self, column: int, row: int) -> np.ndarray:
         entry = manifest_entry(self.manifest, column, row)
-        data, rate = sf.read(self.out / "session" / entry["file"], dtype="float32",
+        data, _ = sf.read(self.out / "session" / entry["file"], dtype="float32",
                              always_2d=True)
         return data
 
