@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -46,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error(f"--block-sizes must be integers separated by commas, "
                          f"got {args.block_sizes!r}")
-        if args.seconds <= 0:
-            parser.error("--seconds must be positive")
+        bad = [s for s in sizes if not 16 <= s <= 8192]
+        if bad:
+            parser.error(f"--block-sizes must each be between 16 and 8192, got {bad[0]}")
+        if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600):
+            parser.error(f"--seconds must be a positive number up to 3600, got {args.seconds}")
         report = bench_engine(sizes, args.seconds)
         print(json.dumps(report) if args.json else format_report(report))
         return 0

@@ -192,8 +192,9 @@ def perform(script: Script, inputs: np.ndarray) -> Result:
                     eng.submit(ev.command, frame=ev.frame)
                 except CommandError as exc:
                     errors.append(f"event {ev.index} (frame {ev.frame}): {exc}")
-            elif ev.frame >= b:
-                midi_in.add(ev.frame - b, ev.midi)
+            elif ev.frame >= b and not midi_in.add(ev.frame - b, ev.midi):
+                errors.append(f"event {ev.index} (frame {ev.frame}): more than "
+                              f"{midi_in.frames.shape[0]} MIDI events in one block; dropped")
             ei += 1
         eng.process(inputs[b : b + n], main[b : b + n], click[b : b + n], midi_in, midi_out)
         for frame, data in midi_out.events():

@@ -150,8 +150,9 @@ def test_first_recording_sets_column_beats(sr: int, bpm: int, beats: int) -> Non
     assert rig.cell(2, 1)["next_state"] == "recording"
     assert rig.column(2)["running"] is True
     assert rig.column(2)["beats"] == 0
-    rig.run_to(end - 3)
+    rig.run_to(end - 300)
     rig.submit("record", 2, 1)
+    rig.run_to(end - 100)
     assert rig.cell(2, 1)["next_state"] == "playing"
     rig.run_to(end)
     assert rig.cell(2, 1)["state"] == "recording"
@@ -405,6 +406,7 @@ def test_stop_cancels_a_rerecording_and_keeps_the_old_loop() -> None:
     assert after["undo"] == before["undo"]
     if after["state"] == "idle":
         rig.run_to(F(8) + 100)
+        assert not rig.main[F(5) : F(8)].any()
         rig.submit("play", 0, 0)
     rig.run_to(total)
     loop = x[F(1) : F(3)]
@@ -502,19 +504,16 @@ def test_undo_redo_step_through_recordings_and_undo_brings_back_a_cleared_loop()
     rig.submit("record", 2, 0)
     rig.run_to(F(2) + 100)
     rig.submit("record", 2, 0)  # take 1: beats 1..3; column from beat 3
-    rig.run_to(F(4) + 100)
-    rig.submit("record", 2, 0)  # take 2: beats 5..7 (column position 0)
-    rig.run_to(F(6) + 100)
-    rig.submit("record", 2, 0)  # take 3: beats 8..9 at position 1 beat... see below
-    rig.run_to(F(10) + 1)
-    t1, t2 = x[F(1) : F(3)], x[F(5) : F(7)]
-    # take 3 starts at the first boundary >= F(6)+100+block: beat 7, when take 2 is still
-    # recording (a fixed-length recording ignores record); so press again later
+    rig.run_to(F(5) + 100)
+    rig.submit("record", 2, 0)  # take 2: beats 6..8, at column position 1 beat
+    rig.run_to(F(6) + 1)
+    assert rig.cell(2, 0)["sync_offset_frames"] == F(1)
     rig.run_to(F(8) + 100)
-    rig.submit("record", 2, 0)  # take 3: beats 9..11, position 0
+    rig.submit("record", 2, 0)  # take 3: beats 9..11, at column position 0
     rig.run_to(F(11) + 1)
     assert rig.cell(2, 0)["undo"] == 3
-    t3 = x[F(9) : F(11)]
+    assert rig.cell(2, 0)["sync_offset_frames"] == 0
+    t1, t2, t3 = x[F(1) : F(3)], x[F(6) : F(8)], x[F(9) : F(11)]
 
     rig.run_to(F(12) + 100)
     rig.submit("undo", 2, 0)  # beat 13: take 2
@@ -548,10 +547,10 @@ def test_undo_redo_step_through_recordings_and_undo_brings_back_a_cleared_loop()
 
     expected = np.zeros_like(rig.main)
     cs = F(3)
-    add_loop(expected, t1, 0, [(F(3), F(5), cs), (F(15), F(17), cs)])
-    add_loop(expected, t2, 0, [(F(7), F(9), cs), (F(13), F(15), cs), (F(17), F(19), cs)])
+    add_loop(expected, t1, 0, [(F(3), F(6), cs), (F(15), F(17), cs)])
+    add_loop(expected, t2, F(1), [(F(8), F(9), cs), (F(13), F(15), cs), (F(17), F(19), cs)])
     add_loop(expected, t3, 0, [(F(11), F(13), cs)])
-    add_loop(expected, t2, 0, [(restart, F(27), restart)])
+    add_loop(expected, t2, F(1), [(restart, F(27), restart)])
     assert_same(rig.main, expected)
 
 
@@ -637,18 +636,22 @@ def test_volume_of_an_idle_cell_is_used_when_it_plays() -> None:
 def test_volume_smoothing_ramps_over_the_smoothing_time() -> None:
     """With smoothing on, a volume change is a ramp of smoothing_ms, not a step."""
     total = F(6)
-    rig, _ = _one_loop(total, smoothing_ms=10.0)
-    # a constant loop makes the gain visible: record a constant input instead
-    rig.inputs[:] = 1.0
+    x = np.ones((total, 2), np.float32)  # a constant loop makes the gain visible
+    rig = Rig(total, x, smoothing_ms=10.0)
+    rig.run_to(100)
+    rig.submit("record", 0, 0)
+    rig.run_to(F(2) + 100)
+    rig.submit("record", 0, 0)  # plays from beat 3
     rig.run_to(F(4) + 1000)
     rig.submit("volume", 0, 0, 0.5)
     rig.run_to(total)
     n = 480  # 10 ms at 48 kHz
-    seg = rig.main[F(4) + 1000 : F(4) + 1000 + n + 10, 0].astype(np.float64)
-    assert rig.main[F(4) + 999, 0] == 1.0
+    b = F(4) + 1000
+    seg = rig.main[b : b + n + 10, 0].astype(np.float64)
+    assert np.all(rig.main[F(3) : b] == 1.0)
     assert np.all(np.diff(seg) <= 0), "the ramp goes down monotonically"
-    assert seg[0] > 0.5 and seg[n // 2] < 1.0 and seg[n // 2] > 0.5
-    assert np.all(rig.main[F(4) + 1000 + n :, 0] == np.float32(0.5))
+    assert 0.5 < seg[0] < 1.0 and 0.5 < seg[n // 2] < 1.0
+    assert np.all(rig.main[b + n :] == np.float32(0.5))
 
 
 # ---------------------------------------------------------------------------- monitor
@@ -770,8 +773,8 @@ def test_latency_compensated_overdub_of_the_loops_own_output_lines_up(
     ext[f[1] + latency : f[3] + latency] = ramp(total)[f[1] : f[3]]
     rig = Rig(total, ext.copy(), sample_rate=sr, tempo_bpm=bpm, block_size=block,
               latency_frames=latency)
-    events = {f[0] + 100: ("record", 0, 0), f[2] + 100: ("record", 0, 0),
-              f[6] + 100: ("record", 0, 1)}
+    mid = [(f[k] + f[k + 1]) // 2 for k in range(29)]
+    events = {mid[0]: ("record", 0, 0), mid[2]: ("record", 0, 0), mid[6]: ("record", 0, 1)}
     while rig.frame < total:
         b = rig.frame
         n = min(block, total - b)

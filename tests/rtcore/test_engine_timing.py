@@ -380,6 +380,5 @@ def test_tempo_change_without_loops_applies_at_the_next_boundary() -> None:
     assert rig.status()["tempo"] == 150
     rig.run_to(total)
     # boundaries from beat 1 on are 19200 frames apart
-    accent, normal = rig.eng.click_tones
     onsets = [f for f in range(1, total) if rig.click[f] != 0 and rig.click[f - 1] == 0]
     assert onsets[:4] == [1, 24001, 24001 + 19200, 24001 + 2 * 19200]

@@ -162,28 +162,33 @@ def assert_status_shape(status: dict[str, Any], columns: int, rows: int) -> None
         assert not missing, f"columns[{c}] lacks {sorted(missing)}"
 
 
-# The scenario most tests use: column 0 row 0 records beats 0..3 (a four-beat loop that
-# plays from beat 4, where the column wraps to position 0); row 1 starts recording at beat 6,
-# which is column beat 3 (position 2 * SPB), and records one loop length, to beat 10.
-SCENARIO_EVENTS = [rec(0), rec(4 * SPB), rec(6 * SPB, row=1)]
-ROW1_START = 6 * SPB
+# The scenario most tests use: column 0 row 0 records beats 0..4 (a five-beat loop that
+# plays from beat 5, where the column wraps to position 0); row 1 starts recording at beat 7,
+# which is column beat 3 (position 2 * SPB), and records one loop length, to beat 12.
+# (Five beats, not four: an offset of half the loop would hide a rotation the wrong way.)
+SC_BEATS = 5
+SC_L = SC_BEATS * SPB
+ROW0_END = 5 * SPB
+ROW1_START = 7 * SPB
+ROW1_END = ROW1_START + SC_L  # 12 * SPB
 ROW1_OFFSET = 2 * SPB
+SCENARIO_EVENTS = [rec(0), rec(ROW0_END), rec(ROW1_START, row=1)]
 
 
 def expected_loops(inp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row 0's file, row 1's file) as the spec says they are saved: consolidated."""
-    row0 = inp[0:L]
-    recorded = inp[ROW1_START : ROW1_START + L]  # buffer index 0 = column position 2 * SPB
+    row0 = inp[0:SC_L]
+    recorded = inp[ROW1_START:ROW1_END]  # buffer index 0 = column position 2 * SPB
     row1 = np.roll(recorded, ROW1_OFFSET, axis=0)  # C[p] = B[(p - o) mod L]
     return row0, row1
 
 
 def expected_mix(duration: int, row0: np.ndarray, row1: np.ndarray) -> np.ndarray:
     out = np.zeros((duration, row0.shape[1]), np.float32)
-    f = np.arange(4 * SPB, duration)
-    pos = (f - 4 * SPB) % L
+    f = np.arange(ROW0_END, duration)
+    pos = (f - ROW0_END) % SC_L
     out[f] = row0[pos]
-    late = f >= ROW1_START + L
+    late = f >= ROW1_END
     out[f[late]] += row1[pos[late]]
     return out
 
@@ -192,7 +197,7 @@ def expected_mix(duration: int, row0: np.ndarray, row1: np.ndarray) -> np.ndarra
 
 
 def test_outputs_exist_with_the_engine_timeline_and_formats(tmp_path, capsys):
-    duration = 13 * SPB + 37  # not a multiple of the block size
+    duration = 15 * SPB + 37  # not a multiple of the block size
     inp = ramp(duration)
     run = run_inproc(tmp_path, capsys, script(duration, SCENARIO_EVENTS, click=True), inp)
     assert run.rc == 0, run.stderr
@@ -255,7 +260,7 @@ def test_status_next_state_shows_a_pending_command(tmp_path, capsys):
 
 def test_loop_files_are_consolidated_to_column_beat_one(tmp_path, capsys):
     """Row 1 starts at column beat 3: its file starts with what was recorded at beat 1."""
-    duration = 13 * SPB
+    duration = 14 * SPB
     inp = ramp(duration)
     run = run_inproc(tmp_path, capsys, script(duration, SCENARIO_EVENTS), inp)
     assert run.rc == 0, run.stderr
@@ -263,9 +268,11 @@ def test_loop_files_are_consolidated_to_column_beat_one(tmp_path, capsys):
 
     status = run.status
     c1 = status["cells"][0][1]
-    assert (c1["state"], c1["beats"], c1["length_frames"]) == ("playing", 4, L)
+    assert (c1["state"], c1["beats"], c1["length_frames"]) == ("playing", SC_BEATS, SC_L)
     assert c1["sync_offset_frames"] == ROW1_OFFSET
     assert c1["consolidated"] is True
+    c0 = status["cells"][0][0]
+    assert (c0["state"], c0["beats"], c0["sync_offset_frames"]) == ("playing", SC_BEATS, 0)
 
     manifest = run.manifest
     for row in (0, 1):
@@ -274,19 +281,22 @@ def test_loop_files_are_consolidated_to_column_beat_one(tmp_path, capsys):
         path = run.out / "session" / entry["file"]
         assert path.is_file(), path
         info = sf.info(str(path))
-        assert (info.frames, info.channels, info.samplerate) == (L, 2, SR)
+        assert (info.frames, info.channels, info.samplerate) == (SC_L, 2, SR)
         assert info.subtype == "FLOAT"
     got0 = run.loop_file(0, 0)
     got1 = run.loop_file(0, 1)
     np.testing.assert_array_equal(got0, row0)
-    # index 0 is column beat 1: the audio recorded at frame 8 * SPB (value 8 * SPB + 1)
-    assert got1[0, 0] == 8 * SPB + 1
-    assert got1[0, 1] == -(8 * SPB + 1)
+    # index 0 is column beat 1: the audio recorded at frame 10 * SPB (value 10 * SPB + 1),
+    # when the column wrapped after row 1 had recorded its first three beats
+    assert got1[0, 0] == 10 * SPB + 1
+    assert got1[0, 1] == -(10 * SPB + 1)
+    # ... and the column position 2 * SPB (beat 3) holds what was recorded at frame 7 * SPB
+    assert got1[ROW1_OFFSET, 0] == ROW1_START + 1
     np.testing.assert_array_equal(got1, row1)
 
 
 def test_main_out_is_the_exact_mix_of_the_loops(tmp_path, capsys):
-    duration = 13 * SPB
+    duration = 15 * SPB + 11
     inp = ramp(duration)
     run = run_inproc(tmp_path, capsys, script(duration, SCENARIO_EVENTS), inp)
     assert run.rc == 0, run.stderr
@@ -303,6 +313,20 @@ def test_monitor_passes_input_frame_i_at_engine_frame_i(tmp_path, capsys):
     np.testing.assert_array_equal(run.wav("main.wav"), inp)
 
 
+def test_a_mono_input_is_used_on_every_channel(tmp_path, capsys):
+    """docs/engine.md: "A mono input is used on every channel"."""
+    duration = 9 * SPB
+    mono = ramp(duration, 1)
+    run = run_inproc(tmp_path, capsys, script(duration, [rec(0), rec(4 * SPB)],
+                                              monitor_input=True), mono)
+    assert run.rc == 0, run.stderr
+    both = np.repeat(mono, 2, axis=1)
+    np.testing.assert_array_equal(run.loop_file(0, 0), both[:L])
+    main = run.wav("main.wav")
+    assert main.shape == (duration, 2)
+    np.testing.assert_array_equal(main[: 4 * SPB], both[: 4 * SPB])
+
+
 @pytest.mark.parametrize("channels", [1, 2, 3])
 def test_channels(tmp_path, capsys, channels):
     duration = 9 * SPB
@@ -317,9 +341,11 @@ def test_channels(tmp_path, capsys, channels):
     np.testing.assert_array_equal(main[4 * SPB : 8 * SPB], inp[:L])
 
 
-def test_click_marks_every_beat_with_an_accent_on_beat_one(tmp_path, capsys):
+@pytest.mark.parametrize("bpb", [4, 3])
+def test_click_marks_every_beat_with_an_accent_on_beat_one(tmp_path, capsys, bpb):
     duration = 8 * SPB + 500
-    run = run_inproc(tmp_path, capsys, script(duration, click=True), ramp(duration))
+    run = run_inproc(tmp_path, capsys, script(duration, click=True, beats_per_bar=bpb),
+                     ramp(duration))
     assert run.rc == 0, run.stderr
     click = run.wav("click.wav")
     assert click.ndim == 1 and click.shape[0] == duration
@@ -330,8 +356,44 @@ def test_click_marks_every_beat_with_an_accent_on_beat_one(tmp_path, capsys):
         if k:
             assert not click[f - SPB // 4 : f].any(), f"click sounds just before beat {k}"
         peaks.append(np.abs(click[f : f + SPB // 4]).max())
-    assert peaks[0] > peaks[1] and peaks[4] > peaks[5], "beat 1 of the bar is not accented"
-    assert peaks[0] == pytest.approx(peaks[4]) and peaks[1] == pytest.approx(peaks[2])
+    accent = max(peaks)
+    for k, peak in enumerate(peaks):
+        if k % bpb == 0:
+            assert peak == pytest.approx(accent), f"beat {k} should be accented"
+        else:
+            assert peak < 0.9 * accent, f"beat {k} should not be accented"
+
+
+def test_tempo_with_a_fractional_beat_length_rounds_beat_frames(tmp_path, capsys):
+    """97 BPM at 8 kHz: 4948.45... frames a beat; beat k starts at round(k * spb)."""
+    tempo = 97.0
+    spb = SR * 60 / tempo
+    b3 = round(3 * spb)  # 14845
+    duration = b3 * 2 + 500
+    inp = ramp(duration)
+    doc = script(duration, [rec(0), rec(b3 - 10)], tempo_bpm=tempo)
+    run = run_inproc(tmp_path, capsys, doc, inp)
+    assert run.rc == 0, run.stderr
+    cell = run.status["cells"][0][0]
+    assert (cell["beats"], cell["length_frames"]) == (3, b3)
+    assert run.status["tempo"] == tempo
+    np.testing.assert_array_equal(run.loop_file(0, 0), inp[:b3])
+    main = run.wav("main.wav")
+    np.testing.assert_array_equal(main[b3 : 2 * b3], inp[:b3])
+
+
+def test_latency_compensation_shifts_the_recording(tmp_path, capsys):
+    """latency_frames = 100: buffer index 0 of a recording is the input 100 frames after it
+    started, so the overdub lines up with what the player heard."""
+    lat = 100
+    duration = 9 * SPB
+    inp = ramp(duration)
+    run = run_inproc(tmp_path, capsys, script(duration, [rec(0), rec(4 * SPB)],
+                                              latency_frames=lat), inp)
+    assert run.rc == 0, run.stderr
+    np.testing.assert_array_equal(run.loop_file(0, 0), inp[lat : lat + L])
+    main = run.wav("main.wav")
+    np.testing.assert_array_equal(main[4 * SPB : 8 * SPB], inp[lat : lat + L])
 
 
 # ---------------------------------------------------------------------------- event timing
@@ -477,18 +539,18 @@ def test_xrun_misses_frames_from_the_first_block_boundary_at_or_after_its_frame(
 
 
 def test_after_an_xrun_the_output_is_what_it_would_have_been(tmp_path, capsys):
-    """Two loops play, the click is on, the input is monitored; the gap [44160, 49160)
-    crosses beat 12 (the bar's beat 1). Outside the gap the output is sample for sample the
+    """Two loops play, the click is on, the input is monitored; the gap [60160, 65160)
+    crosses beat 16 (the bar's beat 1). Outside the gap the output is sample for sample the
     output of the same script without the xrun."""
-    duration = 15 * SPB
+    duration = 18 * SPB
     inp = ramp(duration)
     over = {"monitor_input": True, "click": True}
     ref = run_inproc(tmp_path, capsys, script(duration, SCENARIO_EVENTS, **over), inp,
                      name="ref")
-    events = [*SCENARIO_EVENTS, {"frame": 11 * SPB + 100, "xrun": 5000}]
+    events = [*SCENARIO_EVENTS, {"frame": 15 * SPB + 100, "xrun": 5000}]
     got = run_inproc(tmp_path, capsys, script(duration, events, **over), inp, name="xrun")
     assert ref.rc == 0 and got.rc == 0, got.stderr
-    g0, g1 = 44160, 49160
+    g0, g1 = 60160, 65160  # 60100 rounded up to the block grid
     for name in ("main.wav", "click.wav"):
         a, b = ref.wav(name), got.wav(name)
         assert a.shape == b.shape == ((duration, 2) if name == "main.wav" else (duration,))
@@ -504,21 +566,21 @@ def test_after_an_xrun_the_output_is_what_it_would_have_been(tmp_path, capsys):
 
 
 def test_a_recording_that_ends_in_an_xrun_gap_ends_at_the_right_length(tmp_path, capsys):
-    """Row 1 records beats 6..10; the gap [36544, 42544) swallows its end (40000). It
-    records silence for the missed frames, turns playing at 40000 and the output after the
+    """Row 1 records beats 7..12; the gap [44544, 50544) swallows its end (48000). It
+    records silence for the missed frames, turns playing at 48000 and the output after the
     gap is the mix it would have been, with the gap's audio as silence in row 1's loop."""
-    duration = 14 * SPB
+    duration = 16 * SPB
     inp = ramp(duration)
-    g0, g1 = 36544, 42544
-    events = [*SCENARIO_EVENTS, {"frame": 9 * SPB + 500, "xrun": g1 - g0}]
+    g0, g1 = 44544, 50544  # 44500 rounded up to the block grid
+    events = [*SCENARIO_EVENTS, {"frame": 11 * SPB + 500, "xrun": g1 - g0}]
     run = run_inproc(tmp_path, capsys, script(duration, events), inp)
     assert run.rc == 0, run.stderr
     row0, _ = expected_loops(inp)
-    recorded = inp[ROW1_START : ROW1_START + L].copy()
+    recorded = inp[ROW1_START:ROW1_END].copy()
     recorded[g0 - ROW1_START :] = 0.0  # recorded during the gap: silence
     row1 = np.roll(recorded, ROW1_OFFSET, axis=0)
     c1 = run.status["cells"][0][1]
-    assert (c1["state"], c1["beats"], c1["length_frames"]) == ("playing", 4, L)
+    assert (c1["state"], c1["beats"], c1["length_frames"]) == ("playing", SC_BEATS, SC_L)
     assert c1["sync_offset_frames"] == ROW1_OFFSET
     np.testing.assert_array_equal(run.loop_file(0, 1), row1)
     expected = expected_mix(duration, row0, row1)

@@ -100,10 +100,11 @@ def run_offline(tmp_path: Path, script_text: str | bytes,
 
 def assert_refused(proc: subprocess.CompletedProcess[str], *needles: str | tuple[str, ...]
                    ) -> None:
-    """Non-zero exit, no traceback, and each needle (or one of each tuple) in stderr."""
+    """Exit 2, no traceback, and each needle (or one of each tuple) in stderr."""
     err = proc.stderr
     assert "Traceback" not in err, f"traceback on bad input:\n{err}"
-    assert proc.returncode != 0, f"exit 0 on a bad input; stderr: {err!r}"
+    # the spec asks for a non-zero exit; docs/engine.md says 2
+    assert proc.returncode == 2, f"exit {proc.returncode} on a bad input; stderr: {err!r}"
     assert err.strip(), "no message on stderr"
     low = err.lower()
     for needle in needles:

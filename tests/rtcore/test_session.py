@@ -21,7 +21,7 @@ from rtcore.session import save_session, write_json_atomic
 SR = 8000
 SPB = 4000  # 120 BPM at 8 kHz
 BS = 64
-L = 4 * SPB
+L = 5 * SPB  # five beats: an offset of two beats is not half the loop
 
 
 class Rig:
@@ -58,17 +58,27 @@ class Rig:
 
 
 def two_loops(service: bool = True, **cfg: object) -> Rig:
-    """Column 0: row 0 records beats 0-3; row 1 records from beat 6 (column beat 3)."""
+    """Column 0: row 0 records beats 0-4; row 1 records from beat 7 (column beat 3) to 12."""
     rig = Rig(service, **cfg)
     rig.cmd("record", 0, 0)
-    rig.run_to(4 * SPB - BS)
+    rig.run_to(5 * SPB - BS)
     rig.cmd("record", 0, 0)
-    rig.run_to(6 * SPB - BS)
+    rig.run_to(7 * SPB - BS)
     rig.cmd("record", 0, 1)
-    rig.run_to(6 * SPB + 1)
+    rig.run_to(7 * SPB + 1)
     rig.cmd("volume", 0, 1, 0.25)
-    rig.run_to(11 * SPB)
+    rig.run_to(13 * SPB)
     return rig
+
+
+def row1_file() -> np.ndarray:
+    """Row 1 recorded frames 7 * SPB .. 12 * SPB from column position 2 * SPB, saved so that
+    index 0 is column beat 1 (recorded at 10 * SPB)."""
+    x = np.arange(7 * SPB + 1, 12 * SPB + 1, dtype=np.float32)
+    recorded = np.stack([x, -x], axis=1)
+    expected = np.roll(recorded, 2 * SPB, axis=0)
+    assert expected[0, 0] == 10 * SPB + 1
+    return expected
 
 
 def entry(manifest: dict, column: int, row: int) -> dict:
@@ -97,8 +107,8 @@ def test_manifest_fields(tmp_path):
         for key in ("file", "beats", "volume", "state"):
             assert key in cell, key
     c0, c1 = entry(doc, 0, 0), entry(doc, 0, 1)
-    assert (c0["beats"], c0["volume"], c0["state"]) == (4, 1.0, "playing")
-    assert (c1["beats"], c1["volume"], c1["state"]) == (4, 0.25, "playing")
+    assert (c0["beats"], c0["volume"], c0["state"]) == (5, 1.0, "playing")
+    assert (c1["beats"], c1["volume"], c1["state"]) == (5, 0.25, "playing")
 
 
 def test_loop_files_are_relative_complete_and_consolidated(tmp_path):
@@ -112,10 +122,7 @@ def test_loop_files_are_relative_complete_and_consolidated(tmp_path):
         assert info.subtype == "FLOAT"
         assert (info.frames, info.channels, info.samplerate) == (L, 2, SR)
     np.testing.assert_array_equal(load(directory, entry(doc, 0, 0)["file"]), rig.ramp(0, L))
-    # recorded from column position 2 * SPB: index 0 is column beat 1, recorded at 8 * SPB
-    recorded = rig.ramp(6 * SPB, 10 * SPB)
-    np.testing.assert_array_equal(load(directory, entry(doc, 0, 1)["file"]),
-                                  np.roll(recorded, 2 * SPB, axis=0))
+    np.testing.assert_array_equal(load(directory, entry(doc, 0, 1)["file"]), row1_file())
 
 
 def test_a_take_not_yet_consolidated_is_saved_consolidated(tmp_path):
@@ -124,9 +131,7 @@ def test_a_take_not_yet_consolidated_is_saved_consolidated(tmp_path):
     assert rig.engine.cells[0][1].take.data is None, "precondition: unconsolidated"
     directory = tmp_path / "sess"
     doc = json.loads(save_session(rig.engine, directory).read_text())
-    recorded = rig.ramp(6 * SPB, 10 * SPB)
-    np.testing.assert_array_equal(load(directory, entry(doc, 0, 1)["file"]),
-                                  np.roll(recorded, 2 * SPB, axis=0))
+    np.testing.assert_array_equal(load(directory, entry(doc, 0, 1)["file"]), row1_file())
 
 
 def test_no_temporary_files_are_left_behind(tmp_path):
