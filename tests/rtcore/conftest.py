@@ -11,14 +11,13 @@ channel 1 carries the negated value, so a channel mix-up shows). Every float32 i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import pytest
 
-from rtcore.commands import parse_args, parse_mapping
+from rtcore.commands import VOCABULARY, parse_args, parse_mapping
 from rtcore.config import EngineConfig
 from rtcore.engine import Engine
 from rtcore.ioside import IOSide
@@ -239,10 +238,6 @@ class Rig:
         return self.eng.status()["columns"][column]
 
 
-def make_rig(total: int, inputs: np.ndarray | None = None, **kw: Any) -> Rig:
-    return Rig(total, inputs, **kw)
-
-
 # ---------------------------------------------------------------------------- offline
 
 
@@ -256,9 +251,7 @@ def script(duration: int, events: Iterable[dict[str, Any]], **cfg: Any) -> dict[
 
 def ev(frame: int, cmd: str, *args: Any, **kw: Any) -> dict[str, Any]:
     """A script event: ``ev(100, "record", 0, 0)`` or ``ev(5, "volume", 0, 0, value=0.5)``."""
-    from rtcore.commands import VOCABULARY
-
-    names = [a for a in VOCABULARY[cmd].args]
+    names = list(VOCABULARY[cmd].args)
     out: dict[str, Any] = {"frame": frame, "cmd": cmd}
     out.update(zip(names, args, strict=False))
     out.update(kw)
@@ -267,11 +260,3 @@ def ev(frame: int, cmd: str, *args: Any, **kw: Any) -> dict[str, Any]:
 
 def run_script(doc: dict[str, Any], inputs: np.ndarray) -> Result:
     return perform(parse_script(doc), inputs)
-
-
-# ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def rig_factory() -> Callable[..., Rig]:
-    return make_rig

@@ -355,6 +355,27 @@ def test_solo_of_another_cell_replaces_the_solo() -> None:
     assert_same(rig.main, expected)
 
 
+def test_when_the_solo_cell_stops_the_others_are_heard_again() -> None:
+    total = F(16)
+    rig, loops = _three_loops(total)
+    rig.run_to(F(8) + 100)
+    rig.submit("solo", 1, 0)  # beat 9
+    rig.run_to(F(10) + 100)
+    rig.submit("stop", 1, 0)  # beat 11
+    rig.run_to(F(11) + 1)
+    assert rig.cell(1, 0)["state"] == "idle"
+    assert rig.column(1)["running"] is False
+    rig.run_to(total)
+    expected = np.zeros_like(rig.main)
+    b00, o00, c0 = loops[(0, 0)]
+    b01, o01, _ = loops[(0, 1)]
+    b10, o10, c1 = loops[(1, 0)]
+    add_loop(expected, b00, o00, [(F(3), F(9), c0), (F(11), total, c0)])
+    add_loop(expected, b01, o01, [(F(6), F(9), c0), (F(11), total, c0)])
+    add_loop(expected, b10, o10, [(F(5), F(11), c1)])
+    assert_same(rig.main, expected)
+
+
 # ---------------------------------------------------------------------------- stop = cancel
 
 
@@ -793,3 +814,89 @@ def test_latency_compensated_overdub_of_the_loops_own_output_lines_up(
     done = f[7] + length
     want = loop_play(np.arange(done, total), f[3], loop, 0) * np.float32(2)
     assert_same(rig.main[done:], want, "overdub in phase with its source")
+
+
+# ---------------------------------------------------------------------------- documented choices
+
+
+def test_undo_during_a_recording_cancels_it() -> None:
+    """docs/engine.md: undo while recording cancels the recording."""
+    total = F(12)
+    rig, loop = _one_loop(total)
+    rig.run_to(F(4) + 100)
+    rig.submit("record", 0, 0)  # re-record from beat 5
+    rig.run_to(F(5) + 100)
+    rig.submit("undo", 0, 0)  # cancelled at beat 6
+    rig.run_to(F(6) + 1)
+    cell = rig.cell(0, 0)
+    assert (cell["state"], cell["beats"], cell["undo"]) == ("idle", 2, 1)
+    rig.run_to(F(7) + 100)
+    rig.submit("play", 0, 0)  # beat 8
+    rig.run_to(total)
+    assert not rig.main[F(5) : F(8)].any()
+    assert_same(rig.main[F(8) :], loop_play(np.arange(F(8), total), F(8), loop, 0))
+
+
+def test_record_on_another_row_ends_the_columns_first_recording() -> None:
+    """docs/engine.md: record in another cell during the column's first recording ends that
+    one there (the column gets its length) and starts this one at position 0."""
+    total = F(14)
+    x = ramp(total)
+    rig = Rig(total, x)
+    rig.run_to(100)
+    rig.submit("record", 0, 0)  # beat 1
+    rig.run_to(F(2) + 100)
+    rig.submit("record", 0, 1)  # beat 3: (0,0) ends with 2 beats, (0,1) starts
+    rig.run_to(F(3) + 1)
+    assert rig.cell(0, 0)["state"] == "playing"
+    assert rig.column(0)["beats"] == 2
+    one = rig.cell(0, 1)
+    assert (one["state"], one["sync_offset_frames"], one["length_frames"]) \
+        == ("recording", 0, F(2))
+    rig.run_to(total)
+    expected = np.zeros_like(rig.main)
+    add_loop(expected, x[F(1) : F(3)], 0, [(F(3), total, F(3))])
+    add_loop(expected, x[F(3) : F(5)], 0, [(F(5), total, F(3))])
+    assert_same(rig.main, expected)
+
+
+def test_declick_fades_a_stopping_and_a_starting_cell() -> None:
+    """declick_ms=5 at 48 kHz: a 240-frame fade out at the stop boundary and a fade in at the
+    play boundary; a recording turning into playback does not fade."""
+    total = F(10)
+    x = np.ones((total, 2), np.float32)
+    rig = Rig(total, x, declick_ms=5.0)
+    rig.run_to(100)
+    rig.submit("record", 0, 0)
+    rig.run_to(F(2) + 100)
+    rig.submit("record", 0, 0)  # plays from beat 3
+    rig.run_to(F(4) + 100)
+    rig.submit("stop", 0, 0)  # beat 5
+    rig.run_to(F(6) + 100)
+    rig.submit("play", 0, 0)  # beat 7
+    rig.run_to(total)
+    out = rig.main[:, 0].astype(np.float64)
+    d = 240
+    assert out[F(3)] > 0.99, "no fade in where the recording turns into playback"
+    fade_out = out[F(5) : F(5) + d]
+    assert out[F(5) - 1] > 0.99 and np.all(np.diff(fade_out) < 0) and fade_out[0] < 1.0
+    assert not out[F(5) + d : F(7)].any()
+    fade_in = out[F(7) : F(7) + d]
+    assert np.all(np.diff(fade_in) > 0) and fade_in[0] > 0.0
+    assert np.all(out[F(7) + d : F(7) + 2 * d] > 0.99)
+
+
+@pytest.mark.parametrize(("how", "state"), [("record", "playing"), ("play", "playing"),
+                                            ("solo", "solo")])
+def test_record_play_or_solo_end_a_first_recording(how: str, state: str) -> None:
+    total = F(10)
+    x = ramp(total)
+    rig = Rig(total, x)
+    rig.run_to(100)
+    rig.submit("record", 1, 1)
+    rig.run_to(F(3) + 100)
+    rig.submit(how, 1, 1)  # beat 4: 3 beats
+    rig.run_to(total)
+    cell = rig.cell(1, 1)
+    assert (cell["state"], cell["beats"], cell["length_frames"]) == (state, 3, F(3))
+    assert_same(rig.main[F(4) :], loop_play(np.arange(F(4), total), F(4), x[F(1) : F(4)], 0))

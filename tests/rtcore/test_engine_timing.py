@@ -229,11 +229,11 @@ def _busy_events(sr: int, bpm: int) -> list[tuple]:
 
 
 def _busy_run(block_size: int, sr: int = 48000, bpm: int = 130, random_blocks: bool = False,
-              ) -> Rig:
+              **cfg) -> Rig:
     total = beat_frame(33, sr, bpm)
     x = ramp(total)
     rig = Rig(total, x, sample_rate=sr, tempo_bpm=bpm, block_size=block_size, click=True,
-              monitor_input=True, monitor_gain=0.25)
+              monitor_input=True, monitor_gain=0.25, **cfg)
     if random_blocks:
         rng = np.random.default_rng(1234)
         events = sorted(_busy_events(sr, bpm), key=lambda e: e[0])
@@ -262,6 +262,16 @@ def test_output_does_not_depend_on_block_size(busy_reference: Rig, block_size: i
     assert_same(rig.main, busy_reference.main, "main")
     assert_same(rig.click, busy_reference.click, "click")
     assert rig.status()["cells"] == busy_reference.status()["cells"]
+
+
+@pytest.mark.parametrize("block_size", [100, 1000])
+def test_output_does_not_depend_on_block_size_with_fades(block_size: int) -> None:
+    """Declick fades and smoothing ramps are computed from absolute frames too."""
+    fades = {"declick_ms": 5.0, "smoothing_ms": 10.0}
+    ref = _busy_run(128, **fades)
+    rig = _busy_run(block_size, **fades)
+    assert_same(rig.main, ref.main, "main")
+    assert_same(rig.click, ref.click, "click")
 
 
 def test_output_does_not_depend_on_varying_block_lengths(busy_reference: Rig) -> None:
@@ -382,3 +392,45 @@ def test_tempo_change_without_loops_applies_at_the_next_boundary() -> None:
     # boundaries from beat 1 on are 19200 frames apart
     onsets = [f for f in range(1, total) if rig.click[f] != 0 and rig.click[f - 1] == 0]
     assert onsets[:4] == [1, 24001, 24001 + 19200, 24001 + 2 * 19200]
+
+
+def test_tap_tempo_sets_the_tempo_at_the_next_boundary() -> None:
+    """Taps 20000 frames apart at 48 kHz are 144 BPM (docs/engine.md: average of the last
+    taps, applied like ``tempo``)."""
+    total = 24000 * 5
+    rig = Rig(total)
+    for k in range(3):  # the second tap already sets a tempo for the next boundary (72000)
+        rig.run_to(30000 + 20000 * k)
+        rig.submit("tap")
+    rig.run_to(72000)
+    assert rig.status()["tempo"] == 120
+    rig.run_to(72001)
+    assert rig.status()["tempo"] == pytest.approx(144.0)
+    assert rig.status()["next_beat_frame"] == 72000 + 20000
+
+
+def test_last_command_before_the_boundary_wins_across_blocks() -> None:
+    """docs/engine.md: the last command before the boundary wins, also across blocks."""
+    total = 24000 * 8
+    rig = _two_beat_loop_rig(total)
+    rig.run_to(24000 * 5 + 1000)
+    rig.submit("stop", 0, 0)
+    rig.run_to(24000 * 5 + 9000)
+    rig.submit("play", 0, 0)
+    rig.run_to(total)
+    loop = rig.inputs[24000:72000]
+    assert_same(rig.main[72000:], loop[np.arange(total - 72000) % 48000], "kept playing")
+
+
+def test_defaults_stereo_main_mono_click_five_by_five() -> None:
+    rig = Rig(256)
+    assert rig.main.shape[1] == 2
+    rig.run_to(256)
+    st = rig.status()
+    assert len(st["cells"]) == 5 and all(len(col) == 5 for col in st["cells"])
+    assert len(st["columns"]) == 5
+    assert st["cells"][4][4] == {
+        "state": "empty", "next_state": "empty", "volume": 1.0, "beats": 0,
+        "length_frames": 0, "sync_offset_frames": 0, "consolidated": False,
+        "undo": 0, "redo": 0,
+    }

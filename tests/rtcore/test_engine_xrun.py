@@ -266,3 +266,14 @@ def test_script_xrun_event_keeps_the_timeline() -> None:
     assert_same(res.main[keep], ref.main[keep])
     assert_same(res.click[keep], ref.click[keep], "click")
     assert res.status["missed_frames"] == n
+
+
+@pytest.mark.parametrize("latency", [500, 5000])
+def test_xrun_across_a_first_recordings_end_with_latency(latency: int) -> None:
+    """The latency tail of the first recording runs into (or through) the gap."""
+    gap_at = aligned(FB[7] - 1000)
+    n = 3000
+    total = FB[20]
+    events = [(MID[3], "record", 2, 0), (MID[6], "record", 2, 0), (MID[9], "record", 2, 1)]
+    xr, _ = compare(events, gap_at, n, total, latency_frames=latency)
+    assert xr.cell(2, 0)["length_frames"] == L3

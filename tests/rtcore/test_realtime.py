@@ -60,7 +60,7 @@ def test_every_cell_playing_allocates_no_arrays(busy_engine):
 
 
 def test_recording_and_state_changes_allocate_no_arrays(busy_engine):
-    eng, io = busy_engine
+    eng, _ = busy_engine
     # a re-recording in progress, a cell stopping (declick ramp), a volume ramp, a solo
     for name, args in (("record", [1, 2]), ("stop", [2, 0]), ("volume", [3, 1, 0.3]),
                        ("solo", [4, 4])):
