@@ -289,7 +289,7 @@ class Engine:
             cell = self.cells[cmd.column][cmd.row]
             where = f"{cmd.name}: cell ({cmd.column}, {cmd.row})"
             has = cell.take is not None or cell.state == RECORDING
-            if op in (C.OP_PLAY, C.OP_SOLO) and not has and cell.pending != C.OP_RECORD:
+            if op in (C.OP_PLAY, C.OP_SOLO) and not has and not self._record_coming(cell):
                 raise CommandError(f"{where} is empty")
             if op == C.OP_UNDO and cell.state != RECORDING and cell.hist_pos < 0:
                 raise CommandError(f"{where} has nothing to undo")
@@ -302,6 +302,15 @@ class Engine:
             self.commands_dropped += 1
             raise CommandError(f"{cmd.name}: command queue full, command dropped")
         self.commands.append((cmd, self.frame if frame is None else frame))
+
+    def _record_coming(self, cell: Cell) -> bool:
+        """A record for ``cell`` is pending or still queued (control side only)."""
+        if cell.pending == C.OP_RECORD:
+            return True
+        # list() copies the deque in one step under the GIL, so the audio thread's popleft
+        # cannot disturb the iteration
+        return any(cmd.name == "record" and cmd.column == cell.column and cmd.row == cell.row
+                   for cmd, _ in list(self.commands))
 
     def _loops_exist(self) -> bool:
         return any(c.take is not None or c.state == RECORDING or c.pending == C.OP_RECORD

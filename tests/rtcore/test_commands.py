@@ -272,3 +272,15 @@ def test_accepted_commands_reach_the_queue() -> None:
             args = [0, 0, *args[2:]]  # the cell that holds the loop
         rig.eng.submit(parse_args(name, args, columns=5, rows=5))
     assert len(rig.eng.commands) == n + len(EVERY) - 3
+
+
+def test_play_right_after_record_in_the_same_block_is_accepted() -> None:
+    from rtcore.commands import parse_args
+    from rtcore.config import EngineConfig
+    from rtcore.engine import Engine
+
+    eng = Engine(EngineConfig(block_size=64))
+    eng.submit(parse_args("record", [1, 2], columns=5, rows=5))
+    eng.submit(parse_args("play", [1, 2], columns=5, rows=5))  # still queued: accepted
+    with pytest.raises(CommandError, match=r"cell \(1, 3\) is empty"):
+        eng.submit(parse_args("play", [1, 3], columns=5, rows=5))
