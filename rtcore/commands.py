@@ -121,6 +121,7 @@ def parse_mapping(obj: Mapping[str, Any], *, columns: int, rows: int) -> Command
         raise CommandError(f"a command must be an object, got {type(obj).__name__}")
     name = obj.get("cmd")
     spec = _spec(name)
+    assert isinstance(name, str)
     extra = sorted(set(obj) - {"cmd", *spec.args})
     if extra:
         raise CommandError(f"{name}: unexpected argument(s) {', '.join(map(repr, extra))}")

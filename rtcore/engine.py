@@ -493,9 +493,9 @@ class Engine:
                 np.multiply(stack[:, a : a + k], gvec[:, :k],  # type: ignore[index]
                             out=rows3[:, done : done + k])
             for i in range(nd):
-                cell = direct[i]
+                cell: Cell = direct[i]  # type: ignore[assignment]  # first nd are set
                 g = cell.gain
-                take = cell.take
+                take: Take = cell.take  # type: ignore[assignment]  # planned: holds a loop
                 out = rows3[cell.row, done : done + k]
                 if g.end > t0:
                     g.fill(t0, self.gbuf[:k], self.ramp_index)
