@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from threading import get_ident
 from typing import Any
 
 import numpy as np
@@ -266,6 +267,7 @@ class Engine:
         self.midi_dummy = MidiBuffer(4)
 
         # counters for the status
+        self._bufsize_thread = -1
         self.xruns = 0
         self.missed_frames = 0
         self.commands_dropped = 0
@@ -326,8 +328,9 @@ class Engine:
         Real-time safe (see the module docstring).
         """
         n = inputs.shape[0]
-        if np.getbufsize() != UFUNC_BUFSIZE:  # per thread; set once in the audio thread
+        if self._bufsize_thread != get_ident():  # numpy's setting is per thread
             np.setbufsize(UFUNC_BUFSIZE)
+            self._bufsize_thread = get_ident()
         self._drain_io()
         self._drain_commands()
         if midi_in is not None:
@@ -341,7 +344,7 @@ class Engine:
         # main out = mix * master + input * monitor
         mix = self.mix[:n]
         self._apply_ramp(self.master, start, mix, main_out[:n])
-        if self.monitor.target > 0.0 or self.monitor.ramping(start):
+        if self.monitor.target != 0.0 or self.monitor.ramping(start):
             tmp = self.colsum[:n]
             self._apply_ramp(self.monitor, start, inputs, tmp)
             np.add(main_out[:n], tmp, out=main_out[:n])
