@@ -108,7 +108,6 @@ class Cell:
         "hist_len",
         "hist_pos",
         "pending",
-        "prev_state",
         "rec",
         "rec_end",
         "rec_first",
@@ -132,15 +131,11 @@ class Cell:
         self.rec_start_beat = 0
         self.rec_end = -1  # frame at which a fixed-length recording turns playing
         self.cap_start = 0  # frame of the input that is buffer index 0
-        self.prev_state = EMPTY
         self.volume = 1.0
         self.gain = _Ramp(0.0)
         self.hist: list[object] = [None] * history
         self.hist_len = 0
         self.hist_pos = -1
-
-    def holds_loop(self) -> bool:
-        return self.take is not None
 
 
 class Column:
@@ -674,7 +669,6 @@ class Engine:
         cell.rec = take
         self.capturing += 1
         cell.recording = take
-        cell.prev_state = cell.state
         cell.rec_start_beat = k
         cell.cap_start = f + self.latency_frames
         self._set_state(cell, RECORDING, f)
