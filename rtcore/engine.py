@@ -241,7 +241,7 @@ class Engine:
         # preallocated work buffers
         bs = self.block_size
         self.mix = np.zeros((bs, ch), np.float32)
-        self.colsum = np.zeros((bs, ch), np.float32)
+        self.monitor_buf = np.zeros((bs, ch), np.float32)
         # every cell's contribution to the segment being rendered, summed in row order
         self.rows_all = np.zeros((self.ncols * self.nrows, bs, ch), np.float32)
         self.rows3 = self.rows_all.reshape(self.ncols, self.nrows, bs, ch)
@@ -259,7 +259,6 @@ class Engine:
         self.fade = np.repeat(fade[:, None], ch, 1)  # per channel: no broadcast in the callback
         self.fade_inv = (1.0 - self.fade).astype(np.float32)
         self.fade_tmp = np.zeros((max(self.declick_frames, 1), ch), np.float32)
-        self.midi_dummy = MidiBuffer(4)
 
         # counters for the status
         self._bufsize_thread = -1
@@ -269,7 +268,6 @@ class Engine:
         self.rejects = 0
         self.last_reject = 0
         self.midi_in_events = 0
-        self.io_dropped = 0
         self._schedule_next_beat(0)
 
     # ------------------------------------------------------------------ control side
@@ -340,7 +338,7 @@ class Engine:
         mix = self.mix[:n]
         self._apply_ramp(self.master, start, mix, main_out[:n])
         if self.monitor.target != 0.0 or self.monitor.ramping(start):
-            tmp = self.colsum[:n]
+            tmp = self.monitor_buf[:n]
             self._apply_ramp(self.monitor, start, inputs, tmp)
             np.add(main_out[:n], tmp, out=main_out[:n])
         self._apply_ramp(self.click_gain, start, click_out[:n], click_out[:n], mono=True)
@@ -984,7 +982,6 @@ class Engine:
                     np.multiply(seg, self.fade_inv[done : done + m], out=seg)
                     np.add(seg, tmp, out=seg)
                 done += m
-        take.complete = True
         self.to_io.append(("finished", take))
 
     # ------------------------------------------------------------------ I/O results

@@ -8,7 +8,6 @@ between blocks (deterministic); live, :class:`IOThread` runs it in a loop.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -23,7 +22,6 @@ class IOSide:
         self.engine = engine
         self.consolidated = 0
         self.stacks_built = 0
-        self.consolidate_seconds_max = 0.0
 
     def service(self) -> int:
         """One round of work; returns how many things were done."""
@@ -47,10 +45,7 @@ class IOSide:
         return done
 
     def _consolidate(self, take: Take) -> None:
-        t0 = time.perf_counter()
         data = consolidate(take)
-        self.consolidate_seconds_max = max(self.consolidate_seconds_max,
-                                           time.perf_counter() - t0)
         self.consolidated += 1
         self.engine.from_io.append(("consolidated", take, data))
 

@@ -27,7 +27,7 @@ class Take:
     """
 
     __slots__ = (
-        "beats", "captured", "channels", "chunk_frames", "chunks", "complete", "data",
+        "beats", "captured", "channels", "chunk_frames", "chunks", "data",
         "length", "nchunks", "preroll", "preroll_frames", "serial", "sync_offset",
     )
 
@@ -46,7 +46,6 @@ class Take:
         self.captured = 0
         self.beats = 0
         self.sync_offset = 0
-        self.complete = False
         self.data: Audio | None = None
 
     def chunk_list(self) -> list[Audio]:
@@ -114,7 +113,6 @@ class ChunkPool:
         self.reserve_takes = reserve_takes
         self.chunks: deque[Audio] = deque()
         self.takes: deque[Take] = deque()
-        self.chunks_made = 0
         self.stock()
 
     def stock(self) -> int:
@@ -126,7 +124,6 @@ class ChunkPool:
         while len(self.takes) < self.reserve_takes:
             self.takes.append(Take(self.channels, self.chunk_frames, self.max_chunks,
                                    self.preroll_frames))
-        self.chunks_made += added
         return added
 
     def take_chunk(self) -> Audio | None:
