@@ -1,4 +1,4 @@
-"""The ``ouro`` command: ``offline``, ``demo``, ``bench engine``."""
+"""The ``ouro`` command: ``engine``, ``offline``, ``demo``, ``bench engine``, ``bench live``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,25 @@ import math
 import sys
 from pathlib import Path
 
+from rtcore.live import DEFAULT_OSC_PORT
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ouro", description="Ouroboros looper")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("engine", help="run the looper live on a JACK server")
+    p.add_argument("--server", help="JACK server name (default: the default server)")
+    p.add_argument("--name", help="JACK client name (default: ouroboros)")
+    p.add_argument("--osc-port", type=int, help=f"OSC UDP port (default: {DEFAULT_OSC_PORT}; "
+                   "0 picks a free one)")
+    p.add_argument("--osc-host", help="address the OSC server listens on (default: 127.0.0.1; "
+                   "0.0.0.0 for controllers on the network)")
+    p.add_argument("--config", type=Path, help="TOML config file (see docs/engine.md)")
+    p.add_argument("--no-connect", action="store_true",
+                   help="do not connect to the sound card's ports")
+    p.add_argument("--data-dir", type=Path, help="where the engine keeps its files "
+                   "(default: ~/.local/share/ouroboros; /var/lib/ouroboros on the pedal)")
 
     p = sub.add_parser("offline", help="run a performance script without JACK")
     p.add_argument("script", type=Path)
@@ -31,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--block-sizes", default="64,128,256")
 
     args = parser.parse_args(argv)
+    if args.command == "engine":
+        return _engine(args)
     if args.command == "offline":
         from rtcore import offline
 
@@ -57,6 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error("unknown command")
     return 2
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from rtcore.errors import OuroError
+    from rtcore.live import load_settings, run_engine
+
+    try:
+        settings = load_settings(args.config, server=args.server, client_name=args.name,
+                                 osc_port=args.osc_port, osc_host=args.osc_host,
+                                 connect=False if args.no_connect else None,
+                                 data_dir=args.data_dir)
+        return run_engine(settings)
+    except OuroError as exc:
+        print(f"ouro engine: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

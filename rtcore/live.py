@@ -1,0 +1,334 @@
+"""``ouro engine``: the looper live on JACK, driven over OSC.
+
+One process: JACK's process thread runs the engine, the I/O thread does the slow work, the
+OSC thread takes commands, and the main thread supervises (JACK latency and connections,
+losing and finding the server, garbage collection at its own times). The garbage collector
+is frozen and disabled once everything is built, so it can never start inside the audio
+callback; the main thread collects the young generations every few seconds and times it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rtcore.commands import Command
+from rtcore.config import EngineConfig
+from rtcore.engine import Engine
+from rtcore.errors import ConfigError, OuroError
+from rtcore.ioside import IOSide, IOThread
+from rtcore.session import save_session, write_json_atomic
+
+DEFAULT_OSC_PORT = 9951
+PEDAL_DATA_DIR = Path("/var/lib/ouroboros")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/ouroboros``, else ``~/.local/share/ouroboros``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ouroboros"
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """Everything ``ouro engine`` is told: engine settings plus JACK, OSC and process ones."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    server: str | None = None
+    client_name: str = "ouroboros"
+    connect: bool = True
+    connections: dict[str, list[str]] = field(default_factory=dict)
+    osc_host: str = "127.0.0.1"
+    osc_port: int = DEFAULT_OSC_PORT
+    osc_max_rate: float = 2000.0
+    data_dir: Path = field(default_factory=default_data_dir)
+    switch_interval_ms: float = 0.5
+    gc_interval_s: float = 5.0
+
+
+_TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
+    # table -> key -> (LiveSettings field, accepted types)
+    "jack": {"server": ("server", str), "client_name": ("client_name", str),
+             "connect": ("connect", bool), "connections": ("connections", dict)},
+    "osc": {"host": ("osc_host", str), "port": ("osc_port", int),
+            "max_rate": ("osc_max_rate", (int, float))},
+    "process": {"data_dir": ("data_dir", str), "switch_interval_ms": ("switch_interval_ms",
+                (int, float)), "gc_interval_s": ("gc_interval_s", (int, float))},
+}
+_FROM_SERVER = ("sample_rate", "block_size")
+
+
+def load_settings(path: Path | None, **overrides: Any) -> LiveSettings:
+    """Read a TOML config file (or none) and apply command-line overrides (None = unset).
+
+    Every problem names the file, the table and the key.
+    """
+    values: dict[str, Any] = {}
+    engine_table: dict[str, Any] = {}
+    if path is not None:
+        where = str(path)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        unknown = sorted(set(doc) - {"engine", *_TABLES})
+        if unknown:
+            raise ConfigError(f"{where}: unknown table(s) {', '.join(map(repr, unknown))} "
+                              f"(known: engine, {', '.join(_TABLES)})")
+        for name, table in doc.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}: [{name}] must be a table")
+        engine_table = dict(doc.get("engine", {}))
+        for key in _FROM_SERVER:
+            if key in engine_table:
+                raise ConfigError(f"{where}: [engine] {key} comes from the JACK server; "
+                                  f"set it on jackd instead")
+        for name, spec in _TABLES.items():
+            table = doc.get(name, {})
+            extra = sorted(set(table) - set(spec))
+            if extra:
+                raise ConfigError(f"{where}: [{name}] unknown key(s) "
+                                  f"{', '.join(map(repr, extra))} (known: {', '.join(spec)})")
+            for key, value in table.items():
+                attr, types = spec[key]
+                if isinstance(value, bool) and bool not in (
+                        types if isinstance(types, tuple) else (types,)):
+                    raise ConfigError(f"{where}: [{name}] {key} must be "
+                                      f"{_type_words(types)}, got {value!r}")
+                if not isinstance(value, types):
+                    raise ConfigError(f"{where}: [{name}] {key} must be "
+                                      f"{_type_words(types)}, got {value!r}")
+                values[attr] = value
+        try:
+            engine = EngineConfig.from_mapping(engine_table, f"{where}: [engine]")
+        except ConfigError:
+            raise
+        values["engine"] = engine
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+    where = str(path) if path is not None else "settings"
+    conns = values.get("connections", {})
+    for port, others in conns.items():
+        if not (isinstance(others, list) and all(isinstance(o, str) for o in others)):
+            raise ConfigError(f"{where}: [jack.connections] {port} must be a list of port "
+                              f"names, got {others!r}")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"]).expanduser()
+    settings = LiveSettings(**values)
+    _check_settings(settings, where)
+    return settings
+
+
+def _type_words(types: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+             dict: "a table"}
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in ts)
+
+
+def _check_settings(s: LiveSettings, where: str) -> None:
+    if not 0 <= s.osc_port <= 65535:
+        raise ConfigError(f"{where}: OSC port must be 0..65535, got {s.osc_port}")
+    if not (math.isfinite(s.osc_max_rate) and 10 <= s.osc_max_rate <= 100000):
+        raise ConfigError(f"{where}: [osc] max_rate must be 10..100000 messages/s, "
+                          f"got {s.osc_max_rate}")
+    if not (math.isfinite(s.switch_interval_ms) and 0.05 <= s.switch_interval_ms <= 10):
+        raise ConfigError(f"{where}: [process] switch_interval_ms must be 0.05..10, "
+                          f"got {s.switch_interval_ms}")
+    if not (math.isfinite(s.gc_interval_s) and 0.1 <= s.gc_interval_s <= 3600):
+        raise ConfigError(f"{where}: [process] gc_interval_s must be 0.1..3600, "
+                          f"got {s.gc_interval_s}")
+    if not s.client_name or len(s.client_name) > 60:
+        raise ConfigError(f"{where}: client name must be 1..60 characters")
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the data directory and prove it is writable, or say why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".ouro-write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"data directory {path} is not usable: {exc.strerror or exc}") from None
+    return path
+
+
+class GcGuard:
+    """Keeps the garbage collector out of the audio callback, and proves it.
+
+    Everything built before the performance is frozen (never scanned again); automatic
+    collection is off; :meth:`collect` runs the young generations from the main thread and
+    times each pause. A gc callback counts any collection that would start in the audio
+    thread: the status shows it, the tests require zero.
+    """
+
+    def __init__(self, audio_thread: Any) -> None:
+        self._audio_thread = audio_thread  # callable -> ident of the audio thread
+        self.collections = 0
+        self.collected = 0
+        self.in_audio_thread = 0
+        self.max_pause_us = 0
+        self.last_pause_us = 0
+
+    def __enter__(self) -> GcGuard:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        gc.callbacks.append(self._watch)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._watch)
+        gc.unfreeze()
+        gc.enable()
+
+    def _watch(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start" and threading.get_ident() == self._audio_thread():
+            self.in_audio_thread += 1
+
+    def collect(self) -> None:
+        t0 = time.perf_counter_ns()
+        self.collected += gc.collect(1)
+        us = (time.perf_counter_ns() - t0) // 1000
+        self.collections += 1
+        self.last_pause_us = us
+        self.max_pause_us = max(self.max_pause_us, us)
+
+    def status(self) -> dict[str, Any]:
+        return {"automatic": gc.isenabled(), "frozen_objects": gc.get_freeze_count(),
+                "collections": self.collections, "collected": self.collected,
+                "max_pause_us": self.max_pause_us, "last_pause_us": self.last_pause_us,
+                "in_audio_thread": self.in_audio_thread}
+
+
+class LiveEngine:
+    """The running engine as the OSC server sees it (the ``Controller`` protocol)."""
+
+    def __init__(self, engine: Engine, host: Any, settings: LiveSettings):
+        self.engine = engine
+        self.host = host
+        self.settings = settings
+        self.columns = engine.ncols
+        self.rows = engine.nrows
+        self.osc: Any = None
+        self.gc: GcGuard | None = None
+        self.started = time.time()
+
+    def submit(self, cmd: Command) -> None:
+        self.engine.submit(cmd)
+
+    def status(self) -> dict[str, Any]:
+        doc = self.engine.status()
+        host = self.host.status()
+        doc["block_size"] = host["blocksize"]
+        doc["callback"] = host.pop("callback")
+        doc["jack"] = host
+        doc["latency_frames"] = self.engine.latency_frames
+        doc["osc"] = self.osc.stats() if self.osc is not None else {}
+        doc["gc"] = self.gc.status() if self.gc is not None else {}
+        doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
+                          "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+                          "data_dir": str(self.settings.data_dir)}
+        return doc
+
+    def status_json(self) -> str:
+        return json.dumps(self.status())
+
+
+def run_engine(settings: LiveSettings, *, ready: Any = None,
+               stop: threading.Event | None = None) -> int:
+    """Run until SIGINT/SIGTERM (or ``stop``); returns the exit code."""
+    from rtcore.host import HostError, JackHost
+    from rtcore.osc import OscServer
+
+    out = ready or (lambda line: print(line, flush=True))
+    data_dir = prepare_data_dir(settings.data_dir)
+    host = JackHost(settings.server, settings.client_name, channels=settings.engine.channels,
+                    connect=settings.connect, connections=settings.connections)
+    try:
+        cfg = dataclasses.replace(settings.engine, sample_rate=host.sample_rate,
+                                  block_size=host.blocksize)
+    except ConfigError as exc:
+        host.close()
+        raise HostError(f"the JACK server's settings don't suit the engine: {exc}") from None
+    engine = Engine(cfg)
+    io = IOSide(engine)
+    io_thread = IOThread(io)
+    live = LiveEngine(engine, host, settings)
+    try:
+        osc = OscServer(live, settings.osc_host, settings.osc_port,
+                        max_rate=settings.osc_max_rate)
+    except OuroError:
+        host.close()
+        raise
+    live.osc = osc
+    stop = stop or threading.Event()
+    previous = _install_signals(stop)
+    guard = GcGuard(lambda: host.audio_thread)
+    live.gc = guard
+    sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
+    io_thread.start()
+    with guard:
+        host.attach(engine)
+        osc.start()
+        info = {"pid": os.getpid(), "osc_host": settings.osc_host, "osc_port": osc.port,
+                "server": settings.server or "default", "client": settings.client_name}
+        write_json_atomic(data_dir / "engine.json", info)
+        out(f"ouro engine: running as JACK client {settings.client_name!r} on server "
+            f"{settings.server or 'default'!r} ({host.sample_rate} Hz, {host.blocksize} "
+            f"frames); OSC on udp://{settings.osc_host}:{osc.port}; data in {data_dir}")
+        next_gc = time.monotonic() + settings.gc_interval_s
+        try:
+            while not stop.wait(0.1):
+                state = host.state
+                host.poll()
+                if host.state != state:
+                    out(f"ouro engine: JACK {host.state}"
+                        + (f" ({host.lost_reason})" if host.state == "lost" else ""))
+                if time.monotonic() >= next_gc:
+                    guard.collect()
+                    next_gc = time.monotonic() + settings.gc_interval_s
+        finally:
+            osc.stop()
+            host.close()
+            io_thread.stop()
+            _restore_signals(previous)
+    io.service()
+    manifest = save_session(engine, data_dir / "session")
+    (data_dir / "engine.json").unlink(missing_ok=True)
+    out(f"ouro engine: stopped; session saved to {manifest}")
+    return 0
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: Mapping[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
