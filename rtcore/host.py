@@ -68,6 +68,8 @@ _LatencyCallback = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
 _libjack.jack_set_latency_callback.argtypes = [ctypes.c_void_p, _LatencyCallback,
                                                ctypes.c_void_p]
 _libjack.jack_set_latency_callback.restype = ctypes.c_int
+_libjack.jack_recompute_total_latencies.argtypes = [ctypes.c_void_p]
+_libjack.jack_recompute_total_latencies.restype = ctypes.c_int
 
 
 def _address(ptr: Any) -> int:
@@ -125,13 +127,14 @@ class FrameClock:
     the block it was expected to), and a late read never shifts the engine's timeline.
     """
 
-    __slots__ = ("expected", "glitches", "started", "suspect")
+    __slots__ = ("expected", "glitches", "misses", "started", "suspect")
 
     def __init__(self) -> None:
         self.started = False
         self.expected = 0
         self.suspect = 0
-        self.glitches = 0
+        self.glitches = 0  # jumps not confirmed by the next cycle: late reads
+        self.misses = 0  # confirmed jumps: cycles really missed
 
     def reset(self) -> None:
         self.started = False
@@ -151,6 +154,8 @@ class FrameClock:
             elif self.suspect:  # a jump seen twice in a row: frames were really missed
                 missed = min(gap, self.suspect)
                 self.suspect = 0
+                self.glitches -= 1
+                self.misses += 1
             else:
                 self.suspect = gap
                 self.glitches += 1
@@ -638,6 +643,15 @@ class SignalClient:
             for p in self.inputs:
                 _libjack.jack_port_set_latency_range(_address(p._ptr), PLAYBACK,
                                                      ctypes.byref(r))
+
+    def set_latency(self, capture: int | None = None, playback: int | None = None) -> None:
+        """Announce other latencies (as a driver would after a settings change) and have
+        JACK recompute the graph's latencies."""
+        if capture is not None:
+            self.capture_latency = capture
+        if playback is not None:
+            self.playback_latency = playback
+        _libjack.jack_recompute_total_latencies(_address(self.client._ptr))
 
     def _process(self, frames: int) -> None:
         self.clock.advance(int(self.client.last_frame_time), frames)

@@ -1,0 +1,465 @@
+"""``ouro engine`` live on a real ``jackd -d dummy``, driven over real OSC on loopback.
+
+Each test module run starts its own JACK server under a unique name and stops it; engines
+run as child processes (as on the pedal). A :class:`SignalClient` plays a signal whose every
+sample names its JACK frame time into the engine, another records the engine's outputs, so
+a loop that comes back can be checked sample by sample at the right offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rtcore.client import EngineClient, EngineProcess, EngineUnreachable
+from rtcore.host import SignalClient, probe_signal
+from rtcore.jackd import JackServer, unique_server_name
+
+pytestmark = pytest.mark.jack
+
+SPB = 24000  # 120 BPM at 48 kHz
+CAPTURE_LATENCY = 100
+PLAYBACK_LATENCY = 28
+EXACT_CONFIG = """
+[engine]
+declick_ms = 0
+smoothing_ms = 0
+[process]
+gc_interval_s = 0.5
+"""
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {check}")
+        time.sleep(step_s)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[JackServer]:
+    srv = JackServer(unique_server_name("test-live"), period_frames=256)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def start_engine(server_name: str, tmp_path: Path, config: str = EXACT_CONFIG,
+                 extra: list[str] | None = None) -> EngineProcess:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "engine.toml"
+    cfg.write_text(config)
+    return EngineProcess(server_name, tmp_path / "data",
+                         extra=["--config", str(cfg), *(extra or [])]).start()
+
+
+class Rig:
+    """An engine with a player on its inputs and a recorder on its outputs and click."""
+
+    def __init__(self, server_name: str, tmp_path: Path):
+        self.server_name = server_name
+        self.engine = start_engine(server_name, tmp_path)
+        self.osc = self.engine.client()
+        self.player: SignalClient | None = None
+        self.recorder: SignalClient | None = None
+        self.attach_clients()
+
+    def attach_clients(self, connect: bool = True) -> None:
+        self.player = SignalClient(self.server_name, "player", outputs=2,
+                                   capture_latency=CAPTURE_LATENCY)
+        self.recorder = SignalClient(self.server_name, "recorder", inputs=3,
+                                     record_seconds=40, playback_latency=PLAYBACK_LATENCY)
+        if not connect:
+            return
+        for i in (1, 2):
+            self.player.connect(f"player:out_{i}", f"ouroboros:in_{i}")
+            self.recorder.connect(f"ouroboros:out_{i}", f"recorder:in_{i}")
+        self.recorder.connect("ouroboros:click", "recorder:in_3")
+        # the engine reads JACK's latencies a few times a second
+        wait_until(lambda: self.status()["latency_frames"]
+                   == self.player.capture_latency + self.recorder.playback_latency)
+
+    def close_clients(self) -> None:
+        for c in (self.player, self.recorder):
+            if c is not None:
+                c.close()
+        self.player = self.recorder = None
+
+    def status(self) -> dict[str, Any]:
+        return self.osc.status()
+
+    def command(self, name: str, *args: Any) -> None:
+        error = self.osc.command(name, *args)
+        assert error is None, f"{name} {args}: {error}"
+
+    def trouble(self) -> int:
+        """Cycles really missed (by the engine, the player or the recorder): on a busy
+        machine they spoil sample-exactness, as they would on stage. Late reads of JACK's
+        frame time are not counted: the frame clocks make them harmless."""
+        st = self.status()
+        assert self.player is not None and self.recorder is not None
+        return st["xruns"] + self.player.clock.misses + self.recorder.clock.misses
+
+    def close(self) -> None:
+        self.close_clients()
+        self.osc.close()
+        self.engine.stop()
+
+
+@pytest.fixture
+def rig(server: JackServer, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(server.name, tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def record_first_loop(rig: Rig, column: int = 0, row: int = 0, beats: int = 4) -> dict[str, Any]:
+    """Record a first loop of about ``beats`` beats; returns the cell's status."""
+    rig.command("record", column, row)
+    wait_until(lambda: rig.status()["cells"][column][row]["state"] == "recording")
+    time.sleep(beats * 0.5 - 0.25)
+    rig.command("record", column, row)
+    return wait_until(lambda: (c := rig.status()["cells"][column][row])["state"] == "playing"
+                      and c)
+
+
+def check_loop_output(rig: Rig, length: int, latency: int, origin_rec: int,
+                      f0: int | None = None, since_ft: int = 0) -> tuple[int, int, int]:
+    """Compare every recorded output frame from the loop's first play on (or from
+    ``since_ft``) with the input the loop was recorded from. Returns (frames checked,
+    mismatches, the engine frame F0 where the recording began).
+
+    ``origin_rec`` is the JACK frame time of engine frame 0 when the loop was recorded; the
+    current origin maps the recorder's frame times to engine frames. Without ``f0``, the
+    first frame that is not silent is where the loop started playing, ``length`` after F0.
+    """
+    st = rig.status()
+    origin = st["jack"]["frame_time_origin"]
+    assert rig.recorder is not None
+    n = rig.recorder.write
+    ft = rig.recorder.recorded_ft[: min(n, rig.recorder.recorded_ft.shape[0])]
+    ys = rig.recorder.recorded[: ft.shape[0]]
+    sel = ft >= since_ft
+    ft, ys = ft[sel], ys[sel]
+    order = np.argsort(ft)
+    ft, ys = ft[order], ys[order]
+    if f0 is None:
+        first = np.flatnonzero(ys[:, 0])
+        assert first.size, "the loop never came out"
+        g1 = int(ft[first[0]])  # the first frame the loop played ...
+        f0 = g1 - origin - length  # ... one length after the recording began
+    else:
+        g1 = since_ft
+    play = ft >= g1
+    pos = (ft[play] - origin - f0) % length
+    src = origin_rec + f0 + latency + pos
+    mismatches = 0
+    for ch in (0, 1):
+        expected = probe_signal(src.astype(np.int64), ch)
+        mismatches += int(np.count_nonzero(ys[play, ch] != expected))
+    return int(play.sum()), mismatches, f0
+
+
+def check_clean_window(rig: Rig, length: int, latency: int, origin: int, f0: int,
+                       tries: int = 4) -> tuple[int, int]:
+    """Check the loop's output over one loop length at a time until a window passes with no
+    missed cycle anywhere (an xrun on a busy machine spoils its window, as on stage)."""
+    spoiled = []
+    for _ in range(tries):
+        assert rig.recorder is not None
+        since = rig.recorder.latest_frame_time() + 1
+        trouble0 = rig.trouble()
+        time.sleep(length / 48000 + 0.3)
+        checked, bad, _ = check_loop_output(rig, length, latency, origin, f0=f0,
+                                            since_ft=since)
+        if rig.trouble() == trouble0:
+            return checked, bad
+        spoiled.append(f"{bad} of {checked} differ")
+    pytest.fail(f"no window without missed cycles in {tries} tries ({'; '.join(spoiled)})")
+
+
+# ---------------------------------------------------------------------------- the tests
+
+
+def test_ports_and_status_shape(rig: Rig) -> None:
+    assert rig.player is not None
+    ports = {p.name: p for p in rig.player.client.get_ports("ouroboros:")}
+    audio_in = {"ouroboros:in_1", "ouroboros:in_2"}
+    audio_out = {"ouroboros:out_1", "ouroboros:out_2", "ouroboros:click"}
+    midi = {"ouroboros:midi_in", "ouroboros:midi_out"}
+    assert set(ports) == audio_in | audio_out | midi
+    for name in audio_in:
+        assert ports[name].is_audio and ports[name].is_input
+    for name in audio_out:
+        assert ports[name].is_audio and ports[name].is_output
+    assert ports["ouroboros:midi_in"].is_midi and ports["ouroboros:midi_in"].is_input
+    assert ports["ouroboros:midi_out"].is_midi and ports["ouroboros:midi_out"].is_output
+
+    st = rig.status()
+    assert st["sample_rate"] == 48000 and st["block_size"] == 256
+    assert st["tempo"] == 120.0 and st["sync"] == "internal"
+    assert len(st["cells"]) == 5 and all(len(col) == 5 for col in st["cells"])
+    assert {"state", "next_state", "volume", "beats", "length_frames", "sync_offset_frames",
+            "consolidated"} <= set(st["cells"][0][0])
+    assert {"beats", "position", "running"} <= set(st["columns"][0])
+    assert st["click"] == {"on": False, "volume": 0.5}
+    assert st["jack"]["state"] == "running" and st["jack"]["client"] == "ouroboros"
+    cb = wait_until(lambda: (c := rig.status()["callback"])["count"] > 100 and c)
+    assert 0 < cb["p50_us"] <= cb["p99_us"] <= cb["max_us"] + 1
+    assert cb["errors"] == 0
+    assert st["latency_frames"] == CAPTURE_LATENCY + PLAYBACK_LATENCY
+    assert st["jack"]["connections"]["in_1"] == ["player:out_1"]
+
+
+def test_refuses_to_start_without_a_server(tmp_path: Path) -> None:
+    name = unique_server_name("nobody-home")
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "rtcore.cli", "engine", "--server", name,
+                          "--data-dir", str(tmp_path), "--osc-port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"cannot reach JACK server {name!r}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_loop_comes_back_sample_exact_with_latency_compensation(server: JackServer,
+                                                                 tmp_path: Path) -> None:
+    """The first loop plays back exactly what came in, shifted by the announced round trip,
+    starting and ending on beat boundaries. On a busy machine an xrun may spoil an attempt:
+    then it is tried again, and the reason is kept."""
+    reasons = []
+    for attempt in range(3):
+        rig = Rig(server.name, tmp_path / f"try{attempt}")
+        try:
+            st = rig.status()
+            latency = st["latency_frames"]
+            assert latency == CAPTURE_LATENCY + PLAYBACK_LATENCY
+            origin = st["jack"]["frame_time_origin"]
+            trouble0 = rig.trouble()
+            cell = record_first_loop(rig)
+            length = cell["length_frames"]
+            assert length % SPB == 0 and cell["beats"] == length // SPB
+            time.sleep(2 * length / 48000 + 0.3)  # two passes of the loop
+            checked, bad, f0 = check_loop_output(rig, length, latency, origin)
+            trouble = rig.trouble() - trouble0
+        finally:
+            rig.close()
+        if trouble:
+            reasons.append(f"attempt {attempt}: {trouble} missed cycles, "
+                           f"{bad} of {checked} samples differ")
+            continue
+        assert f0 % SPB == 0, "the recording did not start on a beat"
+        assert checked >= 1.5 * length
+        assert bad == 0, f"{bad} of {checked} output samples differ from the input"
+        return
+    pytest.fail("no clean attempt: " + "; ".join(reasons))
+
+
+def test_latency_follows_jack(rig: Rig) -> None:
+    assert rig.status()["latency_frames"] == 128
+    assert rig.player is not None and rig.recorder is not None
+    rig.player.set_latency(capture=300)
+    wait_until(lambda: rig.status()["latency_frames"] == 300 + PLAYBACK_LATENCY, 5)
+    rig.recorder.set_latency(playback=0)
+    wait_until(lambda: rig.status()["latency_frames"] == 300, 5)
+    assert rig.status()["jack"]["latency"]["updates"] >= 3
+
+
+def test_osc_drives_a_full_cycle(rig: Rig) -> None:
+    first = record_first_loop(rig, 1, 0)
+    length = first["length_frames"]
+    # layered rows: fixed-length recordings of the column's length
+    rig.command("record", 1, 1)
+    rig.command("record", 1, 2)
+    st = wait_until(lambda: (s := rig.status())["cells"][1][1]["state"] == "recording" and s)
+    assert st["cells"][1][2]["state"] == "recording"
+    st = wait_until(lambda: (s := rig.status())["cells"][1][1]["state"] == "playing"
+                    and s["cells"][1][2]["state"] == "playing" and s, timeout_s=length / 48000 + 5)
+    assert st["cells"][1][1]["length_frames"] == length
+    assert st["columns"][1]["running"] and st["columns"][1]["beats"] == first["beats"]
+    rig.command("volume", 1, 1, 0.5)
+    wait_until(lambda: rig.status()["cells"][1][1]["volume"] == 0.5)
+    # stop one row at the next beat
+    rig.command("stop", 1, 2)
+    wait_until(lambda: rig.status()["cells"][1][2]["state"] == "idle")
+    # clear it, then undo the clear
+    rig.command("clear", 1, 2)
+    wait_until(lambda: rig.status()["cells"][1][2]["state"] == "empty")
+    rig.command("undo", 1, 2)
+    st = wait_until(lambda: (s := rig.status())["cells"][1][2]["state"] == "idle" and s)
+    assert st["cells"][1][2]["length_frames"] == length
+    rig.command("play", 1, 2)
+    wait_until(lambda: rig.status()["cells"][1][2]["state"] == "playing")
+    # stop everything: the column stops running and rewinds
+    for r in range(3):
+        rig.command("stop", 1, r)
+    st = wait_until(lambda: (s := rig.status())["columns"][1]["running"] is False and s)
+    assert st["columns"][1]["position"] == 0
+    assert [c["state"] for c in st["cells"][1][:3]] == ["idle"] * 3
+    # the engine refuses what makes no sense, and says why
+    assert "tempo cannot change while loops exist" in (rig.osc.command("tempo", 90.0) or "")
+    assert "is empty" in (rig.osc.command("play", 4, 4) or "")
+
+
+def test_malformed_osc_is_answered_and_audio_goes_on(rig: Rig) -> None:
+    osc = rig.osc
+    before = rig.status()["callback"]["count"]
+    cases: list[tuple[Callable[[], None], str]] = [
+        (lambda: osc.send_raw(b"\x00\x01garbage"), "malformed"),
+        (lambda: osc.send_raw(b""), "empty packet"),
+        (lambda: osc.send("record", 0.5, 1), "column must be an integer"),
+        (lambda: osc.send("record", 0), "argument"),
+        (lambda: osc.send("volume", 0, 0, "loud"), "value must be a number"),
+        (lambda: osc.send("volume", 0, 9, 0.5), "row 9 out of range"),
+        (lambda: osc.send("tempo", 1000.0), "out of range"),
+        (lambda: osc.send("explode"), "unknown address '/ouro/explode'"),
+    ]
+    for send, words in cases:
+        osc.errors.clear()
+        send()
+        msg = osc.request("ping", reply="/ouro/pong")
+        assert msg.address == "/ouro/pong"
+        assert any(words in e for e in osc.errors), f"{words!r} not in {osc.errors}"
+    assert rig.status()["callback"]["count"] > before
+    assert rig.status()["callback"]["errors"] == 0
+
+
+def test_flood_does_not_stop_the_engine(rig: Rig) -> None:
+    record_first_loop(rig)
+    st0 = rig.status()
+    junk = [b"\xff" * 40, b"/ouro/volume\x00\x00\x00\x00,iif\x00\x00\x00\x00"]
+    with EngineClient("127.0.0.1", rig.engine.osc_port) as flood:
+        t0 = time.monotonic()
+        for i in range(20000):
+            if i % 3 == 0:
+                flood.send_raw(junk[i % 2])
+            else:
+                flood.send("volume", 0, 0, 1.0)
+        sent_s = time.monotonic() - t0
+    # what the kernel queued before the flood stopped is drained at the server's rate first
+    st = wait_until(lambda: _status_or_none(rig), 20)
+    assert st["callback"]["count"] > st0["callback"]["count"]
+    assert st["callback"]["errors"] == 0
+    assert st["cells"][0][0]["state"] == "playing"
+    assert st["osc"]["received"] > st0["osc"]["received"]
+    assert rig.engine.proc is not None and rig.engine.proc.poll() is None
+    print(f"flood: 20000 packets in {sent_s:.2f} s; osc stats {st['osc']}; "
+          f"xruns {st0['xruns']} -> {st['xruns']}")
+
+
+def _status_or_none(rig: Rig) -> dict[str, Any] | None:
+    try:
+        return rig.osc.status(timeout_s=1.0)
+    except EngineUnreachable:
+        return None
+
+
+def test_garbage_collector_stays_out_of_the_callback(rig: Rig) -> None:
+    st = wait_until(lambda: (s := rig.status())["gc"]["collections"] >= 2 and s, 10)
+    assert st["gc"]["automatic"] is False
+    assert st["gc"]["in_audio_thread"] == 0
+    assert st["gc"]["frozen_objects"] > 1000
+
+
+def test_subscribe_pushes_status(rig: Rig) -> None:
+    rig.osc.send("subscribe", 20)
+    got = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        msg = rig.osc.receive(0.5)
+        if msg is not None and msg.address == "/ouro/status":
+            got.append(json.loads(msg.params[0]))
+    assert len(got) >= 8
+    assert got[-1]["frame"] > got[0]["frame"]
+    rig.osc.send("unsubscribe")
+    time.sleep(0.3)
+    while rig.osc.receive(0.05) is not None:
+        pass
+    assert rig.osc.receive(0.4) is None
+
+
+def test_xrun_is_caught_up(rig: Rig) -> None:
+    """The engine process is frozen for a moment: JACK goes on without it; when it comes
+    back, it counts the missed frames and the loop is where it would have been."""
+    origin = rig.status()["jack"]["frame_time_origin"]
+    cell = record_first_loop(rig)
+    length = cell["length_frames"]
+    time.sleep(length / 48000 + 0.3)
+    latency = rig.status()["latency_frames"]
+    _, _, f0 = check_loop_output(rig, length, latency, origin)
+    rig.engine.signal(signal.SIGSTOP)
+    time.sleep(0.15)
+    rig.engine.signal(signal.SIGCONT)
+    st = wait_until(lambda: (s := rig.status())["xruns"] >= 1 and s, 5)
+    assert st["missed_frames"] >= 256
+    assert st["jack"]["frame_time_origin"] == origin  # the engine's timeline kept its place
+    time.sleep(0.3)  # the recorder, downstream of the frozen engine, missed cycles too
+    checked, bad = check_clean_window(rig, length, latency, origin, f0)
+    assert checked > length // 2
+    assert bad == 0
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted(tmp_path: Path) -> None:
+    srv = JackServer(unique_server_name("test-restart"), period_frames=256).start()
+    rig = None
+    try:
+        rig = Rig(srv.name, tmp_path)
+        origin = rig.status()["jack"]["frame_time_origin"]
+        cell = record_first_loop(rig)
+        length = cell["length_frames"]
+        latency = rig.status()["latency_frames"]
+        time.sleep(length / 48000 + 0.3)
+        _, _, f0 = check_loop_output(rig, length, latency, origin)
+        rig.close_clients()
+        # the player and recorder are gone with the server anyway; keep the engine
+        srv.kill()
+        st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "lost" and s, 10)
+        assert "lost_reason" in st["jack"]
+        assert st["cells"][0][0]["state"] == "playing"  # loops kept while there is no JACK
+        srv.start()
+        rig.attach_clients(connect=False)
+        # the engine reconnects itself, with the same ports and connections
+        st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "running"
+                        and s["jack"]["reconnects"] == 1 and not s["jack"]["pending_connections"]
+                        and s, 15)
+        assert st["jack"]["connections"]["out_1"] == ["recorder:in_1"]
+        assert st["jack"]["connections"]["in_2"] == ["player:out_2"]
+        assert st["cells"][0][0]["length_frames"] == length
+        checked, bad = check_clean_window(rig, length, latency, origin, f0)
+        assert checked > length // 2
+        assert bad == 0
+    finally:
+        if rig is not None:
+            rig.close()
+        srv.stop()
+
+
+def test_engine_exits_cleanly_and_saves(rig: Rig) -> None:
+    record_first_loop(rig)
+    data_dir = rig.engine.data_dir
+    assert rig.engine.stop() == 0
+    manifest = json.loads((data_dir / "session" / "session.json").read_text())
+    assert [(c["column"], c["row"]) for c in manifest["cells"]] == [(0, 0)]
+    assert not (data_dir / "engine.json").exists()
+    assert "session saved" in rig.engine.log_tail()
+    assert os.path.exists(data_dir / "session" / manifest["cells"][0]["file"])
