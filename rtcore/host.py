@@ -127,7 +127,7 @@ class FrameClock:
     the block it was expected to), and a late read never shifts the engine's timeline.
     """
 
-    __slots__ = ("expected", "glitches", "misses", "started", "suspect")
+    __slots__ = ("anomalies", "events", "expected", "glitches", "misses", "started", "suspect")
 
     def __init__(self) -> None:
         self.started = False
@@ -135,6 +135,8 @@ class FrameClock:
         self.suspect = 0
         self.glitches = 0  # jumps not confirmed by the next cycle: late reads
         self.misses = 0  # confirmed jumps: cycles really missed
+        self.anomalies = 0  # every read that was not the expected time
+        self.events: deque[tuple[int, int, int]] = deque(maxlen=16)  # (read, expected, gap)
 
     def reset(self) -> None:
         self.started = False
@@ -149,6 +151,9 @@ class FrameClock:
             self.expected = ft
         else:
             gap = (ft - self.expected) & FRAME_MASK
+            if gap:
+                self.anomalies += 1
+                self.events.append((ft, self.expected, gap))  # rare: kept for the status
             if gap == 0 or gap >= 0x80000000:  # on time, or a late read unwinding
                 self.suspect = 0
             elif self.suspect:  # a jump seen twice in a row: frames were really missed
@@ -583,6 +588,8 @@ class JackHost:
             "pending_connections": {k: sorted(v) for k, v in self.pending.items()},
             "buffer_remaps": self.remaps[0],
             "late_frame_time_reads": self.clock.glitches,
+            "frame_time_anomalies": self.clock.anomalies,
+            "frame_time_events": [list(e) for e in self.clock.events],
             "callback": self.stats.summary(period_us),
             "messages": list(self.messages),
         }

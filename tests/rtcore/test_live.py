@@ -109,12 +109,20 @@ class Rig:
         assert error is None, f"{name} {args}: {error}"
 
     def trouble(self) -> int:
-        """Cycles really missed (by the engine, the player or the recorder): on a busy
-        machine they spoil sample-exactness, as they would on stage. Late reads of JACK's
-        frame time are not counted: the frame clocks make them harmless."""
+        """Every cycle whose JACK frame time was not the expected one, in the engine, the
+        player or the recorder: missed cycles on a busy machine spoil sample-exactness, as
+        they would on stage, and a window with any of them is not judged."""
         st = self.status()
         assert self.player is not None and self.recorder is not None
-        return st["xruns"] + self.player.clock.misses + self.recorder.clock.misses
+        return (st["jack"]["frame_time_anomalies"] + self.player.clock.anomalies
+                + self.recorder.clock.anomalies)
+
+    def diagnosis(self) -> str:
+        st = self.status()
+        clocks = {c.client.name: list(c.clock.events) for c in (self.player, self.recorder)
+                  if c is not None}
+        return (f"engine xruns {st['xruns']}, frame time events "
+                f"{st['jack']['frame_time_events']}; test clients {clocks}")
 
     def close(self) -> None:
         self.close_clients()
@@ -261,11 +269,12 @@ def test_loop_comes_back_sample_exact_with_latency_compensation(server: JackServ
             time.sleep(2 * length / 48000 + 0.3)  # two passes of the loop
             checked, bad, f0 = check_loop_output(rig, length, latency, origin)
             trouble = rig.trouble() - trouble0
+            diagnosis = rig.diagnosis()
         finally:
             rig.close()
         if trouble:
             reasons.append(f"attempt {attempt}: {trouble} missed cycles, "
-                           f"{bad} of {checked} samples differ")
+                           f"{bad} of {checked} samples differ: {diagnosis}")
             continue
         assert f0 % SPB == 0, "the recording did not start on a beat"
         assert checked >= 1.5 * length
@@ -410,12 +419,12 @@ def test_xrun_is_caught_up(rig: Rig) -> None:
     time.sleep(0.15)
     rig.engine.signal(signal.SIGCONT)
     st = wait_until(lambda: (s := rig.status())["xruns"] >= 1 and s, 5)
-    assert st["missed_frames"] >= 256
+    assert st["missed_frames"] >= 0.1 * 48000  # most of the 150 ms were missed
     assert st["jack"]["frame_time_origin"] == origin  # the engine's timeline kept its place
     time.sleep(0.3)  # the recorder, downstream of the frozen engine, missed cycles too
     checked, bad = check_clean_window(rig, length, latency, origin, f0)
     assert checked > length // 2
-    assert bad == 0
+    assert bad == 0, rig.diagnosis()
 
 
 @pytest.mark.slow
@@ -441,13 +450,13 @@ def test_server_killed_and_restarted(tmp_path: Path) -> None:
         # the engine reconnects itself, with the same ports and connections
         st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "running"
                         and s["jack"]["reconnects"] == 1 and not s["jack"]["pending_connections"]
-                        and s, 15)
+                        and len(s["jack"]["connections"]) == 5 and s, 15)
         assert st["jack"]["connections"]["out_1"] == ["recorder:in_1"]
         assert st["jack"]["connections"]["in_2"] == ["player:out_2"]
         assert st["cells"][0][0]["length_frames"] == length
         checked, bad = check_clean_window(rig, length, latency, origin, f0)
         assert checked > length // 2
-        assert bad == 0
+        assert bad == 0, rig.diagnosis()
     finally:
         if rig is not None:
             rig.close()
