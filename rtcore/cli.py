@@ -1,4 +1,5 @@
-"""The ``ouro`` command: ``engine``, ``offline``, ``demo``, ``bench engine``, ``bench live``."""
+"""The ``ouro`` command: ``start``, ``engine``, ``offline``, ``demo``, ``bench engine``,
+``bench live``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="where the engine keeps its files "
                    "(default: ~/.local/share/ouroboros; /var/lib/ouroboros on the pedal)")
 
+    p = sub.add_parser("start", help="the pedal's main job: JACK, the engine and a short tour")
+    p.add_argument("--server", help="JACK server to use, or to start if none answers "
+                   "(default: the default server)")
+    p.add_argument("--no-tour", action="store_true",
+                   help="skip the scripted tour that builds a first loop")
+    p.add_argument("--seconds", type=float, help="stop this many seconds after the engine is "
+                   "up (the tour plays to its end first; default: run until Ctrl-C)")
+    p.add_argument("--data-dir", type=Path, help="where the engine keeps its files "
+                   "(default: ~/.local/share/ouroboros)")
+    p.add_argument("--osc-port", type=int, help=f"the engine's OSC UDP port (default: "
+                   f"{DEFAULT_OSC_PORT}; 0 picks a free one)")
+
     p = sub.add_parser("offline", help="run a performance script without JACK")
     p.add_argument("script", type=Path)
     p.add_argument("--input", type=Path, required=True, help="input WAV (engine frame 0 on)")
@@ -45,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seconds", type=float, default=20.0, help="audio seconds per block size")
     b.add_argument("--block-sizes", default="64,128,256")
 
+    b = bsub.add_parser("live", help="the engine on a private jackd -d dummy under full load")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--seconds", type=float, default=30.0, help="measured seconds per block size")
+    b.add_argument("--block-sizes", default="64,128,256")
+    b.add_argument("--baseline-seconds", type=float, default=10.0,
+                   help="seconds of counting the idle server's xruns first")
+
     args = parser.parse_args(argv)
+    if args.command == "start":
+        return _start(args)
     if args.command == "engine":
         return _engine(args)
     if args.command == "offline":
@@ -56,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from rtcore.demo import run_demo
 
         return run_demo(args.out)
-    if args.command == "bench" and args.bench == "engine":
-        from rtcore.bench import bench_engine, format_report
-
+    if args.command == "bench":
         try:
             sizes = tuple(int(s) for s in args.block_sizes.split(","))
         except ValueError:
@@ -69,8 +89,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--block-sizes must each be between 16 and 8192, got {bad[0]}")
         if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600):
             parser.error(f"--seconds must be a positive number up to 3600, got {args.seconds}")
-        report = bench_engine(sizes, args.seconds)
-        print(json.dumps(report) if args.json else format_report(report))
+        if args.bench == "engine":
+            from rtcore.bench import bench_engine, format_report
+
+            report = bench_engine(sizes, args.seconds)
+            print(json.dumps(report) if args.json else format_report(report))
+            return 0
+        from rtcore.bench_live import bench_live, format_live_report
+
+        if not (math.isfinite(args.baseline_seconds) and 1 <= args.baseline_seconds <= 600):
+            parser.error(f"--baseline-seconds must be 1..600, got {args.baseline_seconds}")
+        if any(s & (s - 1) for s in sizes):
+            parser.error("--block-sizes must be powers of two for JACK")
+        live = bench_live(sizes, args.seconds, args.baseline_seconds,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(json.dumps(live) if args.json else format_live_report(live))
         return 0
     parser.error("unknown command")
     return 2
@@ -89,6 +122,21 @@ def _engine(args: argparse.Namespace) -> int:
     except OuroError as exc:
         print(f"ouro engine: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _start(args: argparse.Namespace) -> int:
+    from rtcore.start import check_seconds, run_start
+
+    problem = check_seconds(args.seconds)
+    if problem is None and args.osc_port is not None and not 0 <= args.osc_port <= 65535:
+        problem = f"--osc-port must be 0..65535, got {args.osc_port}"
+    if problem is None and args.server == "":
+        problem = "--server must name a JACK server, got an empty name"
+    if problem is not None:
+        print(f"ouro start: error: {problem}", file=sys.stderr)
+        return 2
+    return run_start(args.server, tour=not args.no_tour, seconds=args.seconds,
+                     data_dir=args.data_dir, osc_port=args.osc_port)
 
 
 if __name__ == "__main__":

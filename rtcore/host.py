@@ -635,9 +635,11 @@ class SignalClient:
         self.write = 0
         self.cycles = 0
         self.clock = FrameClock()
+        self.xruns = 0  # the server's xrun notifications (for everyone, not just this client)
         self._latency_cb = _LatencyCallback(self._on_latency)
         _libjack.jack_set_latency_callback(_address(self.client._ptr), self._latency_cb, None)
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._on_xrun)
         self.client.activate()
 
     def _on_latency(self, mode: int, _arg: Any) -> None:
@@ -650,6 +652,9 @@ class SignalClient:
             for p in self.inputs:
                 _libjack.jack_port_set_latency_range(_address(p._ptr), PLAYBACK,
                                                      ctypes.byref(r))
+
+    def _on_xrun(self, _delayed_usecs: float) -> None:
+        self.xruns += 1
 
     def set_latency(self, capture: int | None = None, playback: int | None = None) -> None:
         """Announce other latencies (as a driver would after a settings change) and have
