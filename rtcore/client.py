@@ -117,7 +117,11 @@ class EngineClient:
 
 
 class EngineProcess:
-    """``ouro engine`` as a child process, with its OSC port read from its data directory."""
+    """``ouro engine`` as a child process, with its OSC port read from its data directory.
+
+    It runs in a session of its own, so a Ctrl-C in the terminal reaches only the parent,
+    which stops the engine with SIGTERM (the engine then saves its session).
+    """
 
     def __init__(self, server: str, data_dir: Path, *, name: str = "ouroboros",
                  connect: bool = False, extra: list[str] | None = None,
@@ -140,7 +144,7 @@ class EngineProcess:
                *([] if self.connect else ["--no-connect"]), *self.extra]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

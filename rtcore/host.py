@@ -127,7 +127,8 @@ class FrameClock:
     the block it was expected to), and a late read never shifts the engine's timeline.
     """
 
-    __slots__ = ("anomalies", "events", "expected", "glitches", "misses", "started", "suspect")
+    __slots__ = ("anomalies", "behind", "events", "expected", "glitches", "misses", "resyncs",
+                 "started", "suspect")
 
     def __init__(self) -> None:
         self.started = False
@@ -135,16 +136,21 @@ class FrameClock:
         self.suspect = 0
         self.glitches = 0  # jumps not confirmed by the next cycle: late reads
         self.misses = 0  # confirmed jumps: cycles really missed
+        self.behind = 0
+        self.resyncs = 0  # confirmed reads behind the expected time: the clock went back
         self.anomalies = 0  # every read that was not the expected time
         self.events: deque[tuple[int, int, int]] = deque(maxlen=16)  # (read, expected, gap)
 
     def reset(self) -> None:
         self.started = False
         self.suspect = 0
+        self.behind = 0
 
     def advance(self, ft: int, frames: int) -> int:
-        """Read ``ft`` at the start of a cycle of ``frames``; returns the frames missed
-        before this cycle (to catch up), after which ``expected - frames`` is its time."""
+        """Read ``ft`` at the start of a cycle of ``frames``. Returns the frames missed
+        before this cycle (> 0: catch up), or minus how far the clock was ahead of JACK's
+        (< 0, after a jump that was not real: the clock has gone back). Afterwards
+        ``expected - frames`` is this cycle's time."""
         missed = 0
         if not self.started:
             self.started = True
@@ -154,8 +160,19 @@ class FrameClock:
             if gap:
                 self.anomalies += 1
                 self.events.append((ft, self.expected, gap))  # rare: kept for the status
-            if gap == 0 or gap >= 0x80000000:  # on time, or a late read unwinding
+            if gap >= 0x80000000:  # behind: a late read unwinding, or a wrong catch-up
+                back = FRAME_MASK + 1 - gap
                 self.suspect = 0
+                if back == self.behind:  # twice the same: follow JACK's clock back
+                    self.expected = ft
+                    self.behind = 0
+                    self.resyncs += 1
+                    missed = -back
+                else:
+                    self.behind = back
+            elif gap == 0:
+                self.suspect = 0
+                self.behind = 0
             elif self.suspect:  # a jump seen twice in a row: frames were really missed
                 missed = min(gap, self.suspect)
                 self.suspect = 0
@@ -164,7 +181,7 @@ class FrameClock:
             else:
                 self.suspect = gap
                 self.glitches += 1
-        self.expected = (self.expected + missed + frames) & FRAME_MASK
+        self.expected = (self.expected + max(missed, 0) + frames) & FRAME_MASK
         return missed
 
 
@@ -386,8 +403,10 @@ class JackHost:
                 clock.advance(ft, frames)
             else:
                 missed = clock.advance(_lib.jack_last_frame_time(cptr), frames)
-                if missed:
+                if missed > 0:
                     eng.skip(missed)  # type: ignore[union-attr]
+                elif missed < 0:  # the engine ran ahead of JACK: keep the mapping true
+                    self.frame_time_origin = (self.frame_time_origin + missed) & FRAME_MASK
             self._read_midi(frames)
             remaps = self.remaps
             bs = eng.block_size  # type: ignore[union-attr]
@@ -589,6 +608,7 @@ class JackHost:
             "buffer_remaps": self.remaps[0],
             "late_frame_time_reads": self.clock.glitches,
             "frame_time_anomalies": self.clock.anomalies,
+            "frame_time_resyncs": self.clock.resyncs,
             "frame_time_events": [list(e) for e in self.clock.events],
             "callback": self.stats.summary(period_us),
             "messages": list(self.messages),

@@ -311,10 +311,13 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
             osc.stop()
             host.close()
             io_thread.stop()
-            _restore_signals(previous)
-    io.service()
-    manifest = save_session(engine, data_dir / "session")
-    (data_dir / "engine.json").unlink(missing_ok=True)
+    try:
+        # signals stay caught until the loops are on disk: a second Ctrl-C must not lose them
+        io.service()
+        manifest = save_session(engine, data_dir / "session")
+        (data_dir / "engine.json").unlink(missing_ok=True)
+    finally:
+        _restore_signals(previous)
     out(f"ouro engine: stopped; session saved to {manifest}")
     return 0
 

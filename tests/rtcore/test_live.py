@@ -252,10 +252,11 @@ def test_refuses_to_start_without_a_server(tmp_path: Path) -> None:
 def test_loop_comes_back_sample_exact_with_latency_compensation(server: JackServer,
                                                                  tmp_path: Path) -> None:
     """The first loop plays back exactly what came in, shifted by the announced round trip,
-    starting and ending on beat boundaries. On a busy machine an xrun may spoil an attempt:
-    then it is tried again, and the reason is kept."""
+    starting and ending on beat boundaries. On a busy machine a missed cycle may spoil a
+    recording or a window of output: then it is recorded again, or another window is
+    judged, and the reason is kept."""
     reasons = []
-    for attempt in range(3):
+    for attempt in range(4):
         rig = Rig(server.name, tmp_path / f"try{attempt}")
         try:
             st = rig.status()
@@ -266,21 +267,22 @@ def test_loop_comes_back_sample_exact_with_latency_compensation(server: JackServ
             cell = record_first_loop(rig)
             length = cell["length_frames"]
             assert length % SPB == 0 and cell["beats"] == length // SPB
-            time.sleep(2 * length / 48000 + 0.3)  # two passes of the loop
+            time.sleep(length / 48000 + 0.3)  # one pass of the loop
             checked, bad, f0 = check_loop_output(rig, length, latency, origin)
-            trouble = rig.trouble() - trouble0
-            diagnosis = rig.diagnosis()
+            if rig.trouble() != trouble0:
+                reasons.append(f"attempt {attempt}: cycles missed while recording; "
+                               f"{rig.diagnosis()}")
+                continue
+            assert f0 % SPB == 0, "the recording did not start on a beat"
+            assert checked >= 0.9 * length
+            assert bad == 0, f"{bad} of {checked} output samples differ from the input"
+            checked, bad = check_clean_window(rig, length, latency, origin, f0)
+            assert checked >= 0.9 * length
+            assert bad == 0, f"{bad} of {checked} samples differ on the second pass"
+            return
         finally:
             rig.close()
-        if trouble:
-            reasons.append(f"attempt {attempt}: {trouble} missed cycles, "
-                           f"{bad} of {checked} samples differ: {diagnosis}")
-            continue
-        assert f0 % SPB == 0, "the recording did not start on a beat"
-        assert checked >= 1.5 * length
-        assert bad == 0, f"{bad} of {checked} output samples differ from the input"
-        return
-    pytest.fail("no clean attempt: " + "; ".join(reasons))
+    pytest.fail("no recording without missed cycles: " + "; ".join(reasons))
 
 
 def test_latency_follows_jack(rig: Rig) -> None:
@@ -419,7 +421,7 @@ def test_xrun_is_caught_up(rig: Rig) -> None:
     time.sleep(0.15)
     rig.engine.signal(signal.SIGCONT)
     st = wait_until(lambda: (s := rig.status())["xruns"] >= 1 and s, 5)
-    assert st["missed_frames"] >= 0.1 * 48000  # most of the 150 ms were missed
+    assert st["missed_frames"] >= 256
     assert st["jack"]["frame_time_origin"] == origin  # the engine's timeline kept its place
     time.sleep(0.3)  # the recorder, downstream of the frozen engine, missed cycles too
     checked, bad = check_clean_window(rig, length, latency, origin, f0)
