@@ -484,7 +484,7 @@ def run_start(server: str | None = None, *, tour: bool = True, seconds: float | 
         starting = EngineProcess(name, data, name=ENGINE_CLIENT, connect=True,
                                  extra=["--osc-port", str(port)])
         try:
-            _start_engine(starting)
+            starting.start()
         except OuroError as exc:
             starting.stop()
             raise StartError(f"{exc}\n(the engine's log: {starting.log_path})") from None
