@@ -39,14 +39,16 @@ gc_interval_s = 0.5
 """
 
 
-def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.05) -> Any:
+def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, step_s: float = 0.05,
+               describe: Callable[[], Any] | None = None) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {check}")
+            seen = f"; last seen: {describe()}" if describe else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {check}{seen}")
         time.sleep(step_s)
 
 
@@ -173,12 +175,14 @@ def check_loop_output(rig: Rig, length: int, latency: int, origin_rec: int,
         first = np.flatnonzero(ys[:, 0])
         assert first.size, "the loop never came out"
         g1 = int(ft[first[0]])  # the first frame the loop played ...
-        f0 = g1 - origin - length  # ... one length after the recording began
+        f0 = ((g1 - origin) & 0xFFFFFFFF) - length  # ... one length after it began
     else:
         g1 = since_ft
     play = ft >= g1
-    pos = (ft[play] - origin - f0) % length
-    src = origin_rec + f0 + latency + pos
+    # JACK frame times are 32-bit and origins wrap (a new server starts from 0)
+    engine_frames = (ft[play] - origin) & 0xFFFFFFFF
+    pos = (engine_frames - f0) % length
+    src = (origin_rec + f0 + latency + pos) & 0xFFFFFFFF
     mismatches = 0
     for ch in (0, 1):
         expected = probe_signal(src.astype(np.int64), ch)
@@ -187,10 +191,12 @@ def check_loop_output(rig: Rig, length: int, latency: int, origin_rec: int,
 
 
 def check_clean_window(rig: Rig, length: int, latency: int, origin: int, f0: int,
-                       tries: int = 4) -> tuple[int, int]:
-    """Check the loop's output over one loop length at a time until a window passes with no
-    missed cycle anywhere (an xrun on a busy machine spoils its window, as on stage)."""
-    spoiled = []
+                       tries: int = 6) -> tuple[int, int]:
+    """Check the loop's output one loop length at a time until a window is exact: on a
+    busy machine a missed cycle spoils its window, as it would on stage. Fails, with every
+    window's count, when none of ``tries`` windows is exact."""
+    seen = []
+    checked = bad = 0
     for _ in range(tries):
         assert rig.recorder is not None
         since = rig.recorder.latest_frame_time() + 1
@@ -198,10 +204,10 @@ def check_clean_window(rig: Rig, length: int, latency: int, origin: int, f0: int
         time.sleep(length / 48000 + 0.3)
         checked, bad, _ = check_loop_output(rig, length, latency, origin, f0=f0,
                                             since_ft=since)
-        if rig.trouble() == trouble0:
+        if bad == 0 and checked > length // 2:
             return checked, bad
-        spoiled.append(f"{bad} of {checked} differ")
-    pytest.fail(f"no window without missed cycles in {tries} tries ({'; '.join(spoiled)})")
+        seen.append(f"{bad} of {checked} differ, {rig.trouble() - trouble0} anomalies")
+    pytest.fail(f"no exact window in {tries} ({'; '.join(seen)}); {rig.diagnosis()}")
 
 
 # ---------------------------------------------------------------------------- the tests
@@ -452,7 +458,8 @@ def test_server_killed_and_restarted(tmp_path: Path) -> None:
         # the engine reconnects itself, with the same ports and connections
         st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "running"
                         and s["jack"]["reconnects"] == 1 and not s["jack"]["pending_connections"]
-                        and len(s["jack"]["connections"]) == 5 and s, 15)
+                        and len(s["jack"]["connections"]) == 5 and s, 15,
+                        describe=lambda: rig.status()["jack"])
         assert st["jack"]["connections"]["out_1"] == ["recorder:in_1"]
         assert st["jack"]["connections"]["in_2"] == ["player:out_2"]
         assert st["cells"][0][0]["length_frames"] == length
