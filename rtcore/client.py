@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from rtcore.errors import OuroError
+from rtcore.jackd import terminate
 
 
 class EngineUnreachable(OuroError, TimeoutError):
@@ -184,15 +184,8 @@ class EngineProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5.0)
         self.proc = None
-        return proc.returncode
+        return terminate(proc, timeout_s)
 
     def __enter__(self) -> EngineProcess:
         return self.start()

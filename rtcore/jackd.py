@@ -22,6 +22,19 @@ from rtcore.errors import OuroError
 _counter = itertools.count()
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM a child we started, SIGKILL it if it has not exited after ``timeout_s``;
+    returns its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+    return proc.returncode
+
+
 class JackServerError(OuroError, RuntimeError):
     """A JACK server could not be started (or is missing)."""
 
@@ -126,16 +139,8 @@ class JackServer:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the server this object started (SIGTERM, then SIGKILL); idempotent."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout_s)
+        if self.proc is not None:
+            terminate(self.proc, timeout_s)
         self.proc = None
 
     def kill(self) -> None:
