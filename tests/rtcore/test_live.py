@@ -204,10 +204,13 @@ def check_clean_window(rig: Rig, length: int, latency: int, origin: int, f0: int
         time.sleep(length / 48000 + 0.3)
         checked, bad, _ = check_loop_output(rig, length, latency, origin, f0=f0,
                                             since_ft=since)
+        anomalies = rig.trouble() - trouble0
         if bad == 0 and checked > length // 2:
             return checked, bad
-        seen.append(f"{bad} of {checked} differ, {rig.trouble() - trouble0} anomalies")
-    pytest.fail(f"no exact window in {tries} ({'; '.join(seen)}); {rig.diagnosis()}")
+        assert anomalies, f"{bad} of {checked} samples differ in an undisturbed window"
+        seen.append(f"{bad} of {checked} differ, {anomalies} anomalies")
+    # every window was disturbed: the machine is too busy to judge, which is not a pass
+    pytest.skip(f"every window had missed cycles ({'; '.join(seen)}); {rig.diagnosis()}")
 
 
 # ---------------------------------------------------------------------------- the tests
@@ -288,7 +291,8 @@ def test_loop_comes_back_sample_exact_with_latency_compensation(server: JackServ
             return
         finally:
             rig.close()
-    pytest.fail("no recording without missed cycles: " + "; ".join(reasons))
+    pytest.skip("every recording had missed cycles (machine too busy to judge): "
+                + "; ".join(reasons))
 
 
 def test_latency_follows_jack(rig: Rig) -> None:
@@ -458,7 +462,7 @@ def test_server_killed_and_restarted(tmp_path: Path) -> None:
         # the engine reconnects itself, with the same ports and connections
         st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "running"
                         and s["jack"]["reconnects"] == 1 and not s["jack"]["pending_connections"]
-                        and len(s["jack"]["connections"]) == 5 and s, 15,
+                        and len(s["jack"]["connections"]) == 5 and s, 30,
                         describe=lambda: rig.status()["jack"])
         assert st["jack"]["connections"]["out_1"] == ["recorder:in_1"]
         assert st["jack"]["connections"]["in_2"] == ["player:out_2"]
