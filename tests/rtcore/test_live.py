@@ -432,7 +432,6 @@ def test_xrun_is_caught_up(rig: Rig) -> None:
     rig.engine.signal(signal.SIGCONT)
     st = wait_until(lambda: (s := rig.status())["xruns"] >= 1 and s, 5)
     assert st["missed_frames"] >= 256
-    assert st["jack"]["frame_time_origin"] == origin  # the engine's timeline kept its place
     time.sleep(0.3)  # the recorder, downstream of the frozen engine, missed cycles too
     checked, bad = check_clean_window(rig, length, latency, origin, f0)
     assert checked > length // 2
