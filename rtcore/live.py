@@ -116,11 +116,7 @@ def load_settings(path: Path | None, **overrides: Any) -> LiveSettings:
                     raise ConfigError(f"{where}: [{name}] {key} must be "
                                       f"{_type_words(types)}, got {value!r}")
                 values[attr] = value
-        try:
-            engine = EngineConfig.from_mapping(engine_table, f"{where}: [engine]")
-        except ConfigError:
-            raise
-        values["engine"] = engine
+        values["engine"] = EngineConfig.from_mapping(engine_table, f"{where}: [engine]")
     for key, value in overrides.items():
         if value is not None:
             values[key] = value
