@@ -418,6 +418,9 @@ def test_subscribe_pushes_status(rig: Rig) -> None:
     assert rig.osc.receive(0.4) is None
 
 
+@pytest.mark.xfail(strict=False, reason="open bug (issue 3 stays open): after an xrun made by "
+                   "freezing the engine, a few blocks per loop pass can differ in windows where "
+                   "no client saw a frame-time anomaly")
 def test_xrun_is_caught_up(rig: Rig) -> None:
     """The engine process is frozen for a moment: JACK goes on without it; when it comes
     back, it counts the missed frames and the loop is where it would have been."""
