@@ -24,6 +24,7 @@ from rtcore import commands as C
 from rtcore.commands import Command
 from rtcore.config import TEMPO_MAX_BPM, TEMPO_MIN_BPM, EngineConfig
 from rtcore.errors import CommandError
+from rtcore.kernels import FROM_ROWS, FROM_STACK, SILENT, empty_stack, mix_rows
 from rtcore.loops import Audio, ChunkPool, Take
 from rtcore.midi import MidiBuffer
 
@@ -140,9 +141,8 @@ class Cell:
 
 class Column:
     __slots__ = (
-        "audible", "beats", "direct", "fading", "first_row", "index", "length", "ndirect",
-        "plan_dirty", "plan_stack", "plan_until", "pos", "restack", "rows_zero", "rpos",
-        "running",
+        "audible", "beats", "direct", "fading", "first_row", "index", "length", "mixing",
+        "ndirect", "plan_dirty", "plan_until", "pos", "restack", "rpos", "running",
         "stack", "stack_takes",
     )
 
@@ -160,8 +160,7 @@ class Column:
         self.restack = False  # the I/O side should rebuild ``stack``
         # the mixing plan (see Engine._plan_column)
         self.plan_dirty = True
-        self.plan_stack = False
-        self.rows_zero = False
+        self.mixing = False  # the engine's mode table has rows of this column switched on
         self.plan_until = -1
         self.audible = False
         self.direct: list[Cell | None] = [None] * rows
@@ -242,12 +241,16 @@ class Engine:
         bs = self.block_size
         self.mix = np.zeros((bs, ch), np.float32)
         self.monitor_buf = np.zeros((bs, ch), np.float32)
-        # every cell's contribution to the segment being rendered, summed in row order
-        self.rows_all = np.zeros((self.ncols * self.nrows, bs, ch), np.float32)
-        self.rows3 = self.rows_all.reshape(self.ncols, self.nrows, bs, ch)
-        # gains spelled out per frame and channel: a broadcast operand would make numpy's
-        # ufunc machinery allocate buffers inside the callback
-        self.gvec = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
+        # the mixing plan of every row (see _plan_column and rtcore.kernels.mix_rows): how
+        # it reaches the mix, its steady gain, its column's read position and stack, and
+        # the contribution of rows read one by one (ramping or not in the stack)
+        self.mode = np.zeros((self.ncols, self.nrows), np.int8)
+        self.gains = np.zeros((self.ncols, self.nrows), np.float32)
+        self.rpos = np.zeros(self.ncols, np.int64)
+        self.no_stack = empty_stack(self.nrows, ch)
+        self.stack_list = [self.no_stack] * self.ncols
+        self.stacks = tuple(self.stack_list)
+        self.rows3 = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
         self.gbuf = np.zeros((bs, ch), np.float32)
         self.gbuf1 = self.gbuf[:, 0]
         self.ramp_index = np.repeat(np.arange(1, bs + 1, dtype=np.float32)[:, None], ch, 1)
@@ -269,6 +272,8 @@ class Engine:
         self.last_reject = 0
         self.midi_in_events = 0
         self._schedule_next_beat(0)
+        # compile (or load) the kernel for these argument types now, not in the callback
+        mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
 
     # ------------------------------------------------------------------ control side
 
@@ -396,17 +401,19 @@ class Engine:
     def _segment(self, off: int, m: int, click_out: Audio | None) -> None:
         now = self.frame
         render = click_out is not None
-        rows3 = self.rows3
+        rpos = self.rpos
         for col in self.columns:
             if col.length == 0 or not (col.running or col.fading):
-                if render and not col.rows_zero:
-                    rows3[col.index].fill(0.0)
-                    col.rows_zero = True
+                if col.mixing:
+                    self.mode[col.index].fill(SILENT)
+                    col.mixing = False
+                    col.plan_dirty = True
                 if col.running:  # a first recording: the position counts up
                     col.pos += m
                 continue
             if render:
                 self._mix_column(col, m, now)
+                rpos[col.index] = col.rpos
             else:
                 self._column_fading_check(col, now + m)
             length = col.length
@@ -418,7 +425,7 @@ class Engine:
         if render:
             # every row of every column, summed in one fixed order: the output of a cell
             # does not depend on how it is read, which block it falls in, or xruns
-            np.add.reduce(self.rows_all[:, :m], axis=0, out=self.mix[off : off + m])
+            mix_rows(self.stacks, self.mode, self.gains, rpos, self.rows3, m, self.mix, off)
             tone = self.click_tone
             cp = self.click_pos
             k = min(m, tone.shape[0] - cp)
@@ -430,16 +437,16 @@ class Engine:
         """Decide, until something changes, where each row of the column reads from.
 
         Rows that play steadily from the column's stack (every consolidated loop of the
-        column in one array) are one ufunc together, their gains spelled out in ``gvec``;
-        ramping rows and rows not in the stack read one by one. Silent rows stay zero in the
-        column's row buffer. Either way each row holds ``loop sample * gain`` and the rows
-        are summed in row order, so the output does not depend on the path.
+        column in one array) are read by the mixing kernel itself, at their gain; ramping
+        rows and rows not in the stack are read one by one into the column's row buffer.
+        Silent rows are skipped. Either way a row adds ``loop sample * gain`` (rounded to
+        float32) and the rows are summed in row order, so the output does not depend on
+        the path.
         """
         cells = self.cells[col.index]
-        gvec = self.gvec[col.index]
-        rows3 = self.rows3[col.index]
+        mode = self.mode[col.index]
+        gains = self.gains[col.index]
         stack = col.stack
-        col.plan_stack = False
         col.plan_until = -1
         col.ndirect = 0
         col.audible = False
@@ -448,20 +455,21 @@ class Engine:
             take = cell.take
             g = cell.gain
             ramping = g.ramping(now)
-            gvec[r].fill(0.0)
             if take is None or (g.target == 0.0 and not ramping):
-                rows3[r].fill(0.0)
+                mode[r] = SILENT
                 continue
             col.audible = True
             if ramping:
                 if col.plan_until < 0 or g.end < col.plan_until:
                     col.plan_until = g.end
             elif stack is not None and take is col.stack_takes[r]:
-                gvec[r].fill(g.target)
-                col.plan_stack = True
+                mode[r] = FROM_STACK
+                gains[r] = g.target
                 continue
+            mode[r] = FROM_ROWS
             col.direct[col.ndirect] = cell
             col.ndirect += 1
+        col.mixing = col.audible
         col.plan_dirty = False
 
     def _mix_column(self, col: Column, m: int, now: int) -> None:
@@ -473,21 +481,17 @@ class Engine:
                 col.fading = False
                 col.rpos = 0
             return
-        col.rows_zero = False
+        nd = col.ndirect
+        if nd == 0:
+            return
         length = col.length
         rows3 = self.rows3[col.index]
-        gvec = self.gvec[col.index]
-        stack = col.stack
         direct = col.direct
-        nd = col.ndirect
         a = col.rpos
         done = 0
         while done < m:
             k = min(m - done, length - a)
             t0 = now + done
-            if col.plan_stack:
-                np.multiply(stack[:, a : a + k], gvec[:, :k],  # type: ignore[index]
-                            out=rows3[:, done : done + k])
             for i in range(nd):
                 cell: Cell = direct[i]  # type: ignore[assignment]  # first nd are set
                 g = cell.gain
@@ -869,8 +873,7 @@ class Engine:
             col.length = 0
             if col.stack is not None:
                 self.to_io.append(("release", col.stack))
-                col.stack = None
-                col.plan_dirty = True
+                self._set_stack(col, None)
         if running and not col.running:
             col.pos = 0
             col.rpos = 0
@@ -1004,11 +1007,16 @@ class Engine:
                 stack, takes = msg[2], msg[3]
                 if col.length and stack.shape[1] == col.length:
                     old = col.stack
-                    col.stack = stack
+                    self._set_stack(col, stack)
                     col.stack_takes[:] = takes
-                    col.plan_dirty = True
                     if old is not None:
                         self.to_io.append(("release", old))
+
+    def _set_stack(self, col: Column, stack: Audio | None) -> None:
+        col.stack = stack
+        col.plan_dirty = True
+        self.stack_list[col.index] = self.no_stack if stack is None else stack
+        self.stacks = tuple(self.stack_list)  # the kernel's argument; a swap is rare
 
     # ------------------------------------------------------------------ status
 

@@ -57,6 +57,7 @@ class LiveSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     switch_interval_ms: float = 0.5
     gc_interval_s: float = 5.0
+    cpu_wakeup_latency_us: int = 0  # -1 leaves the CPUs' idle states alone
 
 
 _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -66,7 +67,8 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "osc": {"host": ("osc_host", str), "port": ("osc_port", int),
             "max_rate": ("osc_max_rate", (int, float))},
     "process": {"data_dir": ("data_dir", str), "switch_interval_ms": ("switch_interval_ms",
-                (int, float)), "gc_interval_s": ("gc_interval_s", (int, float))},
+                (int, float)), "gc_interval_s": ("gc_interval_s", (int, float)),
+                "cpu_wakeup_latency_us": ("cpu_wakeup_latency_us", int)},
 }
 _FROM_SERVER = ("sample_rate", "block_size")
 
@@ -152,6 +154,9 @@ def _check_settings(s: LiveSettings, where: str) -> None:
     if not (math.isfinite(s.gc_interval_s) and 0.1 <= s.gc_interval_s <= 3600):
         raise ConfigError(f"{where}: [process] gc_interval_s must be 0.1..3600, "
                           f"got {s.gc_interval_s}")
+    if not -1 <= s.cpu_wakeup_latency_us <= 1_000_000:
+        raise ConfigError(f"{where}: [process] cpu_wakeup_latency_us must be -1 (off) or "
+                          f"0..1000000, got {s.cpu_wakeup_latency_us}")
     if not s.client_name or len(s.client_name) > 60:
         raise ConfigError(f"{where}: client name must be 1..60 characters")
 
@@ -166,6 +171,56 @@ def prepare_data_dir(path: Path) -> Path:
     except OSError as exc:
         raise ConfigError(f"data directory {path} is not usable: {exc.strerror or exc}") from None
     return path
+
+
+class CpuWakeupGuard:
+    """Asks the kernel to keep every CPU able to wake within ``limit_us`` while it is held.
+
+    A CPU that sleeps in a deep idle state takes long to wake, and after the sleep its
+    caches and branch predictors are cold: JACK's next cycle starts late and runs slow. On a
+    virtual machine an idle vCPU is halted by the hypervisor, which costs far more. Linux's
+    PM QoS interface (``/dev/cpu_dma_latency``) holds the request for as long as the file
+    stays open, so it ends with the process however the process ends. ``limit_us`` -1 asks
+    for nothing. Without the right to open the file (it is root's unless the image grants
+    it to the audio group) the engine runs on and the status says why.
+    """
+
+    DEVICE = Path("/dev/cpu_dma_latency")
+
+    def __init__(self, limit_us: int, device: Path | None = None) -> None:
+        self.limit_us = limit_us
+        self.device = device or self.DEVICE
+        self._fd: int | None = None
+        self.error: str | None = None
+
+    def __enter__(self) -> CpuWakeupGuard:
+        if self.limit_us < 0:
+            return self
+        try:
+            fd = os.open(self.device, os.O_WRONLY)
+        except OSError as exc:
+            self.error = f"cannot open {self.device}: {exc.strerror or exc}"
+            return self
+        try:
+            os.write(fd, self.limit_us.to_bytes(4, sys.byteorder, signed=True))
+        except OSError as exc:
+            os.close(fd)
+            self.error = f"cannot write {self.device}: {exc.strerror or exc}"
+            return self
+        self._fd = fd
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def status(self) -> dict[str, Any]:
+        return {"requested_us": self.limit_us, "held": self.held, "error": self.error}
 
 
 class GcGuard:
@@ -227,6 +282,7 @@ class LiveEngine:
         self.rows = engine.nrows
         self.osc: Any = None
         self.gc: GcGuard | None = None
+        self.wakeup: CpuWakeupGuard | None = None
         self.started = time.time()
 
     def submit(self, cmd: Command) -> None:
@@ -243,7 +299,8 @@ class LiveEngine:
         doc["gc"] = self.gc.status() if self.gc is not None else {}
         doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                           "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
-                          "data_dir": str(self.settings.data_dir)}
+                          "data_dir": str(self.settings.data_dir),
+                          "cpu_wakeup": self.wakeup.status() if self.wakeup else {}}
         return doc
 
     def status_json(self) -> str:
@@ -281,9 +338,11 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     previous = _install_signals(stop)
     guard = GcGuard(lambda: host.audio_thread)
     live.gc = guard
+    wakeup = CpuWakeupGuard(settings.cpu_wakeup_latency_us)
+    live.wakeup = wakeup
     sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     io_thread.start()
-    with guard:
+    with guard, wakeup:
         host.attach(engine)
         osc.start()
         info = {"pid": os.getpid(), "osc_host": settings.osc_host, "osc_port": osc.port,

@@ -1,0 +1,65 @@
+"""Compiled inner loops of the engine (numba), for the work done on every block.
+
+In the audio callback every numpy call costs a few microseconds of interpreter and ufunc
+set-up, and after the CPU has idled between two JACK cycles that cost grows several times.
+Summing 25 cells as 25 numpy calls (or one call per column and a reduction) therefore cost
+more than the arithmetic itself. The functions here do that work in one call on the
+engine's preallocated buffers: no allocation, no Python objects, the GIL released.
+
+The summation order is part of the engine's exactness (``docs/engine.md``): every cell's
+contribution ``sample * gain`` is rounded to float32 once, then added to the mix in a fixed
+order (column by column, row by row), whichever path it came by. Nothing here uses fast
+math, so the compiler may not reorder or fuse those operations.
+
+Each function is compiled on first use with the engine's argument types (the engine calls
+it once when it is built) and cached on disk next to this module, so the audio thread never
+waits for the compiler.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+SILENT, FROM_STACK, FROM_ROWS = 0, 1, 2  # how a row of a column reaches the mix
+
+_jit = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=False)
+
+
+@_jit
+def mix_rows(stacks, mode, gains, rpos, rows, m, mix, off):  # type: ignore[no-untyped-def]
+    """``mix[off:off+m]`` = the sum over columns ``c`` and rows ``r`` (in that order) of
+    each row's contribution:
+
+    - ``mode[c, r] == FROM_STACK``: ``stacks[c][r, (rpos[c] + i) % L] * gains[c, r]``, where
+      ``L`` is the stack's length;
+    - ``mode[c, r] == FROM_ROWS``: ``rows[c, r, i]`` (already scaled by the caller);
+    - ``SILENT``: nothing.
+    """
+    nch = mix.shape[1]
+    for i in range(m):
+        for ch in range(nch):
+            mix[off + i, ch] = 0.0
+    for c in range(mode.shape[0]):
+        stack = stacks[c]
+        length = stack.shape[1]
+        for r in range(mode.shape[1]):
+            kind = mode[c, r]
+            if kind == FROM_STACK:
+                g = gains[c, r]
+                a = rpos[c]
+                for i in range(m):
+                    for ch in range(nch):
+                        mix[off + i, ch] += stack[r, a, ch] * g
+                    a += 1
+                    if a == length:
+                        a = 0
+            elif kind == FROM_ROWS:
+                for i in range(m):
+                    for ch in range(nch):
+                        mix[off + i, ch] += rows[c, r, i, ch]
+
+
+def empty_stack(rows: int, channels: int) -> np.ndarray:
+    """The stand-in for a column without a stack: the same array type, never read."""
+    return np.zeros((rows, 1, channels), np.float32)
