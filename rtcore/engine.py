@@ -217,7 +217,8 @@ class Engine:
         self.selected = (0, 0)
         self.solo_count = 0
         self.recording_count = 0
-        self.capturing = 0
+        self.capturing = 0  # cells whose input is being captured: captures[:capturing]
+        self.captures: list[Cell | None] = [None] * (self.ncols * self.nrows)
         self.next_rec_end = -1
         self.take_serial = 0
 
@@ -668,8 +669,7 @@ class Engine:
         self.take_serial += 1
         take.reset(self.take_serial)
         take.preroll_frames = 0
-        cell.rec = take
-        self.capturing += 1
+        self._start_capture(cell, take)
         cell.recording = take
         cell.rec_start_beat = k
         cell.cap_start = f + self.latency_frames
@@ -894,26 +894,43 @@ class Engine:
 
     def _capture(self, inputs: Audio, start: int, n: int) -> None:
         end = start + n
-        for col in self.columns:
-            for cell in self.cells[col.index]:
-                take = cell.rec
-                if take is None or cell.cap_start >= end:
-                    continue
-                s = max(start, cell.cap_start)
-                e = end
-                if take.length:
-                    e = min(e, cell.cap_start + take.length)
-                if s == cell.cap_start and take.captured == 0:
-                    self._take_preroll(take, s)
-                if e > s and not self._write_take(col, cell, take, inputs[s - start : e - start]):
-                    continue
-                if take.length and take.captured >= take.length and cell.rec is take:
-                    self._finish_capture(cell)
+        captures = self.captures
+        # backwards: a capture that ends here swaps the last one (already done) into its place
+        for i in range(self.capturing - 1, -1, -1):
+            cell: Cell = captures[i]  # type: ignore[assignment]  # the first `capturing` are set
+            take = cell.rec
+            if take is None or cell.cap_start >= end:
+                continue
+            col = self.columns[cell.column]
+            s = max(start, cell.cap_start)
+            e = end
+            if take.length:
+                e = min(e, cell.cap_start + take.length)
+            if s == cell.cap_start and take.captured == 0:
+                self._take_preroll(take, s)
+            if e > s and not self._write_take(col, cell, take, inputs[s - start : e - start]):
+                continue
+            if take.length and take.captured >= take.length and cell.rec is take:
+                self._finish_capture(cell)
+
+    def _start_capture(self, cell: Cell, take: Take) -> None:
+        if cell.rec is None:
+            self.captures[self.capturing] = cell
+            self.capturing += 1
+        cell.rec = take
 
     def _stop_capture(self, cell: Cell) -> None:
-        if cell.rec is not None:
-            cell.rec = None
-            self.capturing -= 1
+        if cell.rec is None:
+            return
+        cell.rec = None
+        captures = self.captures
+        last = self.capturing - 1
+        for i in range(last + 1):
+            if captures[i] is cell:
+                captures[i] = captures[last]
+                captures[last] = None
+                self.capturing = last
+                return
 
     def _take_preroll(self, take: Take, cap_start: int) -> None:
         d = min(self.declick_frames, cap_start)

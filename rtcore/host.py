@@ -35,6 +35,7 @@ import jack
 import numpy as np
 from numpy.typing import NDArray
 
+from rtcore import jackio
 from rtcore.engine import Engine
 from rtcore.errors import OuroError
 from rtcore.midi import MAX_MESSAGE_BYTES, MidiBuffer
@@ -192,26 +193,31 @@ class CallbackStats:
     """Per-callback cost and start delay, counted without allocating arrays.
 
     Histograms have 1 µs bins, so percentiles are exact to the microsecond over every
-    callback since the engine started.
+    callback since the engine started. The count and maxima live in ``scalars`` so that
+    the compiled cycle code (:mod:`rtcore.jackio`) updates them too.
     """
 
     def __init__(self) -> None:
         self.duration = np.zeros(HIST_US + 1, np.int64)
         self.delay = np.zeros(HIST_US + 1, np.int64)
-        self.count = 0
-        self.max_us = 0
-        self.max_delay_us = 0
+        self.scalars = np.zeros(3, np.int64)
         self.errors = 0
         self.last_error = ""
 
     def add(self, duration_us: int, delay_us: int) -> None:
-        self.duration[duration_us if duration_us < HIST_US else HIST_US] += 1
-        self.delay[delay_us if delay_us < HIST_US else HIST_US] += 1
-        self.count += 1
-        if duration_us > self.max_us:
-            self.max_us = duration_us
-        if delay_us > self.max_delay_us:
-            self.max_delay_us = delay_us
+        jackio.record(self.duration, self.delay, self.scalars, duration_us, delay_us)
+
+    @property
+    def count(self) -> int:
+        return int(self.scalars[jackio.COUNT])
+
+    @property
+    def max_us(self) -> int:
+        return int(self.scalars[jackio.MAX_US])
+
+    @property
+    def max_delay_us(self) -> int:
+        return int(self.scalars[jackio.MAX_DELAY_US])
 
     def summary(self, period_us: float) -> dict[str, Any]:
         """Percentiles in µs, and the sparse histogram ``[[µs, count], ...]`` of durations."""
@@ -249,27 +255,6 @@ def hist_from_sparse(pairs: Sequence[Sequence[int]]) -> NDArray[np.int64]:
 
 # ---------------------------------------------------------------------------- the host
 
-class _Views:
-    """numpy views of one port's buffer, remade only when JACK hands out another buffer."""
-
-    __slots__ = ("address", "full", "port_ptr")
-
-    def __init__(self, port: jack.Port):
-        self.port_ptr = port._ptr
-        self.address = 0
-        self.full: NDArray[np.float32] = np.zeros(0, np.float32)
-
-    def get(self, frames: int, remaps: list[int]) -> NDArray[np.float32]:
-        ptr = _lib.jack_port_get_buffer(self.port_ptr, frames)
-        address = _address(ptr)
-        if address != self.address:  # rare: first cycle, new buffer size
-            self.full = np.frombuffer(_ffi.buffer(ptr, frames * 4), np.float32)
-            self.address = address
-            remaps[0] += 1
-        full = self.full
-        return full if full.shape[0] == frames else full[:frames]
-
-
 class JackHost:
     """The engine's JACK client: ports, the process callback, latency, reconnection.
 
@@ -301,7 +286,6 @@ class JackHost:
         self.playback_latency = 0
         self.latency_updates = 0
         self.frame_time_origin = 0
-        self.remaps = [0]
         self.stats = CallbackStats()
         self.audio_thread = 0
         self.remembered: dict[str, set[str]] = {}
@@ -339,23 +323,26 @@ class JackHost:
         self.clickport = client.outports.register("click")
         self.midi_inport = client.midi_inports.register("midi_in")
         self.midi_outport = client.midi_outports.register("midi_out")
-        self._in_views = [_Views(p) for p in self.inports]
-        self._out_views = [_Views(p) for p in self.outports]
-        self._click_view = _Views(self.clickport)
+        self._client_addr = _address(client._ptr)
+        self._in_addrs = np.array([_address(p._ptr) for p in self.inports], np.uintp)
+        self._out_addrs = np.array([_address(p._ptr) for p in self.outports], np.uintp)
+        self._click_addr = _address(self.clickport._ptr)
+        self._midi_in_addr = _address(self.midi_inport._ptr)
+        self._midi_out_addr = _address(self.midi_outport._ptr)
+        self._info = np.zeros(3, np.int64)
+        self._last_us = -1
         self._midi_in_ptr = self.midi_inport._ptr
         self._midi_out_ptr = self.midi_outport._ptr
         self._midi_event = _ffi.new("jack_midi_event_t*")
         self._midi_bytes = _ffi.new(f"unsigned char[{MAX_MESSAGE_BYTES}]")
         self.midi_in = MidiBuffer()
         self.midi_out = MidiBuffer()
-        bs = engine.block_size
-        self.inbuf = np.zeros((bs, ch), np.float32)
-        self.outbuf = np.zeros((bs, ch), np.float32)
-        self._in_cols = [self.inbuf[:, i] for i in range(ch)]
-        self._out_cols = [self.outbuf[:, i] for i in range(ch)]
+        self._make_buffers(int(client.blocksize))
         self._cptr = client._ptr
         self._resync = True
         self._lost.clear()
+        # compile (or load) the cycle code now, with the very argument types of the callback
+        self._cycle(self.blocksize, warm_up=True)
         client.set_process_callback(self._process)
         client.set_xrun_callback(self._on_xrun)
         client.set_shutdown_callback(self._on_shutdown)
@@ -364,6 +351,20 @@ class JackHost:
         self.blocksize = int(client.blocksize)
         self.state = "running"
         self._refresh_latency()
+
+    def _make_buffers(self, frames: int) -> None:
+        """The host's blocks, big enough for a JACK cycle of ``frames`` (never shrinking).
+        Not the audio thread: JACK calls the buffer-size callback while no cycle runs."""
+        assert self.engine is not None
+        have = getattr(self, "inbuf", None)
+        if have is not None and have.shape[0] >= frames:
+            return
+        ch = self.engine.channels
+        self.inbuf = np.zeros((frames, ch), np.float32)
+        self.outbuf = np.zeros((frames, ch), np.float32)
+        self.clickbuf = np.zeros(frames, np.float32)
+        bs = self.engine.block_size
+        self._blocks = (self.inbuf[:bs], self.outbuf[:bs], self.clickbuf[:bs])
 
     def _default_connections(self) -> dict[str, set[str]]:
         """Physical capture i -> in_i, out_i -> physical playback i, and the click to the
@@ -389,63 +390,66 @@ class JackHost:
     def _process(self, frames: int) -> None:
         """JACK's process callback (real time; see the module docstring)."""
         t0 = self._perf()
-        eng = self.engine
-        delay = 0
         try:
-            cptr = self._cptr
-            delay = _lib.jack_frames_since_cycle_start(cptr)
-            clock = self.clock
-            if self._resync:
-                self._resync = False
-                self.audio_thread = get_ident()
-                clock.reset()
-                ft = _lib.jack_last_frame_time(cptr)
-                self.frame_time_origin = (ft - eng.frame) & FRAME_MASK  # type: ignore[union-attr]
-                clock.advance(ft, frames)
-            else:
-                missed = clock.advance(_lib.jack_last_frame_time(cptr), frames)
-                if missed > 0:
-                    eng.skip(missed)  # type: ignore[union-attr]
-                elif missed < 0:  # the engine ran ahead of JACK: keep the mapping true
-                    self.frame_time_origin = (self.frame_time_origin + missed) & FRAME_MASK
-            self._read_midi(frames)
-            remaps = self.remaps
-            bs = eng.block_size  # type: ignore[union-attr]
-            ins = self._in_views
-            outs = self._out_views
-            click = self._click_view.get(frames, remaps)
-            if frames == bs:
-                for i in range(len(ins)):
-                    np.copyto(self._in_cols[i], ins[i].get(frames, remaps))
-                eng.process(self.inbuf, self.outbuf, click, self.midi_in,  # type: ignore[union-attr]
-                            self.midi_out)
-                for i in range(len(outs)):
-                    np.copyto(outs[i].get(frames, remaps), self._out_cols[i])
-            else:
-                self._process_split(frames, bs, click)
-            self._write_midi(frames)
+            self._cycle(frames)
         except Exception as exc:
             self.stats.errors += 1
             self.stats.last_error = repr(exc)
-        sr = self.sample_rate
-        self.stats.add((self._perf() - t0) // 1000, delay * 1_000_000 // sr)
+        self._last_us = (self._perf() - t0) // 1000  # recorded by the next cycle
 
-    def _process_split(self, frames: int, bs: int, click: NDArray[np.float32]) -> None:
+    def _cycle(self, frames: int, warm_up: bool = False) -> None:
+        eng = self.engine
+        assert eng is not None
+        if frames > self.inbuf.shape[0]:
+            raise HostError(f"JACK cycle of {frames} frames, buffers of {self.inbuf.shape[0]}")
+        info = self._info
+        stats = self.stats
+        jackio.cycle_in(self._client_addr, self._in_addrs, self._midi_in_addr, frames,
+                        self.inbuf, info, stats.duration, stats.delay, stats.scalars,
+                        self._last_us, self.sample_rate)
+        if warm_up:
+            jackio.cycle_out(self._out_addrs, self._click_addr, self._midi_out_addr, frames,
+                             self.outbuf, self.clickbuf)
+            return
+        ft = int(info[jackio.FRAME_TIME])
+        clock = self.clock
+        if self._resync:
+            self._resync = False
+            self.audio_thread = get_ident()
+            clock.reset()
+            self.frame_time_origin = (ft - eng.frame) & FRAME_MASK
+            clock.advance(ft, frames)
+        else:
+            missed = clock.advance(ft, frames)
+            if missed > 0:
+                eng.skip(missed)
+            elif missed < 0:  # the engine ran ahead of JACK: keep the mapping true
+                self.frame_time_origin = (self.frame_time_origin + missed) & FRAME_MASK
+        midi_in = self.midi_in
+        if info[jackio.MIDI_EVENTS]:
+            self._read_midi(frames)
+        elif midi_in.count:
+            midi_in.clear()
+        bs = eng.block_size
+        if frames == bs:
+            ins, outs, click = self._blocks
+            eng.process(ins, outs, click, midi_in, self.midi_out)
+        else:
+            self._process_split(frames, bs)
+        jackio.cycle_out(self._out_addrs, self._click_addr, self._midi_out_addr, frames,
+                         self.outbuf, self.clickbuf)
+        if self.midi_out.count:
+            self._write_midi(frames)
+
+    def _process_split(self, frames: int, bs: int) -> None:
         """A JACK block larger (or smaller) than the engine's: run it in engine-sized parts."""
         eng = self.engine
         assert eng is not None
-        remaps = self.remaps
-        ins = [v.get(frames, remaps) for v in self._in_views]
-        outs = [v.get(frames, remaps) for v in self._out_views]
         for off in range(0, frames, bs):
             n = min(bs, frames - off)
-            for i in range(len(ins)):
-                np.copyto(self._in_cols[i][:n], ins[i][off:off + n])
-            eng.process(self.inbuf[:n], self.outbuf[:n], click[off:off + n],
-                        self.midi_in if off == 0 else None, None)
+            eng.process(self.inbuf[off:off + n], self.outbuf[off:off + n],
+                        self.clickbuf[off:off + n], self.midi_in if off == 0 else None, None)
             self.midi_in.clear()
-            for i in range(len(outs)):
-                np.copyto(outs[i][off:off + n], self._out_cols[i][:n])
 
     def _read_midi(self, frames: int) -> None:
         midi = self.midi_in
@@ -461,8 +465,7 @@ class JackHost:
                         midi.add(event.time, event.buffer[0:size])
 
     def _write_midi(self, frames: int) -> None:
-        buf = _lib.jack_port_get_buffer(self._midi_out_ptr, frames)
-        _lib.jack_midi_clear_buffer(buf)
+        buf = _lib.jack_port_get_buffer(self._midi_out_ptr, frames)  # cleared by cycle_out
         out = self.midi_out
         data = self._midi_bytes
         for i in range(out.count):
@@ -483,6 +486,7 @@ class JackHost:
     def _on_blocksize(self, blocksize: int) -> None:
         # the cycle stops while the size changes: start counting frames afresh
         self.blocksize = blocksize
+        self._make_buffers(blocksize)
         self._resync = True
 
     # ------------------------------------------------------------------ supervision
@@ -606,7 +610,6 @@ class JackHost:
             "frame_time_origin": self.frame_time_origin,
             "connections": {k: sorted(v) for k, v in self.remembered.items()},
             "pending_connections": {k: sorted(v) for k, v in self.pending.items()},
-            "buffer_remaps": self.remaps[0],
             "late_frame_time_reads": self.clock.glitches,
             "frame_time_anomalies": self.clock.anomalies,
             "frame_time_resyncs": self.clock.resyncs,
@@ -740,5 +743,9 @@ class SignalClient:
         return float(self.client.cpu_load())
 
     def close(self) -> None:
-        self.client.deactivate()
+        """Deactivate and close; after the server died, closing only frees the client."""
+        try:
+            self.client.deactivate()
+        except jack.JackError:
+            pass
         self.client.close()

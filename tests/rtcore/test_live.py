@@ -453,9 +453,10 @@ def test_server_killed_and_restarted(tmp_path: Path) -> None:
         latency = rig.status()["latency_frames"]
         time.sleep(length / 48000 + 0.3)
         _, _, f0 = check_loop_output(rig, length, latency, origin)
-        rig.close_clients()
-        # the player and recorder are gone with the server anyway; keep the engine
+        # the server dies with everything connected (closing the test's clients first would
+        # rightly make the engine forget their connections)
         srv.kill()
+        rig.close_clients()
         st = wait_until(lambda: (s := rig.status())["jack"]["state"] == "lost" and s, 10)
         assert "lost_reason" in st["jack"]
         assert st["cells"][0][0]["state"] == "playing"  # loops kept while there is no JACK
