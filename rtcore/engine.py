@@ -24,7 +24,16 @@ from rtcore import commands as C
 from rtcore.commands import Command
 from rtcore.config import TEMPO_MAX_BPM, TEMPO_MIN_BPM, EngineConfig
 from rtcore.errors import CommandError
-from rtcore.kernels import FROM_ROWS, FROM_STACK, SILENT, empty_stack, mix_rows
+from rtcore.kernels import (
+    FROM_ROWS,
+    FROM_STACK,
+    RAMP_FIELDS,
+    SILENT,
+    begin_block,
+    empty_stack,
+    end_block,
+    mix_rows,
+)
 from rtcore.loops import Audio, ChunkPool, Take
 from rtcore.midi import MidiBuffer
 
@@ -55,15 +64,23 @@ TAP_KEEP = 4
 class _Ramp:
     """A linearly smoothed value, computed from absolute frames so block splits don't matter."""
 
-    __slots__ = ("end", "start", "start_value", "step", "target", "value")
+    __slots__ = ("end", "mirror", "start", "start_value", "step", "target", "value")
 
-    def __init__(self, value: float):
+    def __init__(self, value: float, mirror: np.ndarray | None = None):
         self.value = value
         self.target = value
         self.step = 0.0
         self.start = 0
         self.start_value = value
         self.end = 0  # frame at which the ramp reaches target; <= now means steady
+        self.mirror = mirror  # the kernels' copy (see rtcore.kernels.RAMP_END...)
+        self._mirror()
+
+    def _mirror(self) -> None:
+        m = self.mirror
+        if m is not None:
+            m[0], m[1], m[2], m[3], m[4] = (self.end, self.start, self.start_value, self.step,
+                                            self.target)
 
     def set(self, target: float, now: int, frames: int) -> None:
         self.value = self.at(now)
@@ -71,11 +88,12 @@ class _Ramp:
         if frames <= 0 or target == self.value:
             self.value = target
             self.end = now
-            return
-        self.start = now
-        self.start_value = self.value
-        self.step = (target - self.value) / frames
-        self.end = now + frames
+        else:
+            self.start = now
+            self.start_value = self.value
+            self.step = (target - self.value) / frames
+            self.end = now + frames
+        self._mirror()
 
     def at(self, frame: int) -> float:
         if frame >= self.end:
@@ -223,12 +241,13 @@ class Engine:
         self.take_serial = 0
 
         # global parameters
-        self.master = _Ramp(cfg.master_volume)
+        self.ramps = np.zeros((3, RAMP_FIELDS), np.float64)  # master, monitor, click
+        self.master = _Ramp(cfg.master_volume, self.ramps[0])
         self.monitor_on = cfg.monitor_input
-        self.monitor = _Ramp(cfg.monitor_gain if cfg.monitor_input else 0.0)
+        self.monitor = _Ramp(cfg.monitor_gain if cfg.monitor_input else 0.0, self.ramps[1])
         self.monitor_gain = cfg.monitor_gain
         self.click_on = cfg.click
-        self.click_gain = _Ramp(cfg.click_volume)
+        self.click_gain = _Ramp(cfg.click_volume, self.ramps[2])
         self.click_tones = _click_tones(cfg.sample_rate)
         self.click_tone = self.click_tones[0]
         self.click_pos = self.click_tone.shape[0]
@@ -241,7 +260,6 @@ class Engine:
         # preallocated work buffers
         bs = self.block_size
         self.mix = np.zeros((bs, ch), np.float32)
-        self.monitor_buf = np.zeros((bs, ch), np.float32)
         # the mixing plan of every row (see _plan_column and rtcore.kernels.mix_rows): how
         # it reaches the mix, its steady gain, its column's read position and stack, and
         # the contribution of rows read one by one (ramping or not in the stack)
@@ -253,7 +271,6 @@ class Engine:
         self.stacks = tuple(self.stack_list)
         self.rows3 = np.zeros((self.ncols, self.nrows, bs, ch), np.float32)
         self.gbuf = np.zeros((bs, ch), np.float32)
-        self.gbuf1 = self.gbuf[:, 0]
         self.ramp_index = np.repeat(np.arange(1, bs + 1, dtype=np.float32)[:, None], ch, 1)
         self.zeros_in = np.zeros((bs, ch), np.float32)
         self.ring_frames = 1 << max(10, math.ceil(math.log2(bs + self.declick_frames + 1)))
@@ -273,8 +290,11 @@ class Engine:
         self.last_reject = 0
         self.midi_in_events = 0
         self._schedule_next_beat(0)
-        # compile (or load) the kernel for these argument types now, not in the callback
+        # compile (or load) the kernels for these argument types now, not in the callback
         mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
+        click = np.zeros(bs, np.float32)
+        begin_block(self.zeros_in, 0, self.ring, 0, click)
+        end_block(self.mix, self.zeros_in, self.gbuf, click, 0, 0, self.ramps, False)
 
     # ------------------------------------------------------------------ control side
 
@@ -337,17 +357,12 @@ class Engine:
         if midi_out is not None:
             midi_out.clear()
         start = self.frame
-        self._write_ring(inputs, start, n)
-        click_out[:n].fill(0.0)
+        begin_block(inputs, n, self.ring, start, click_out)
         self._run(n, click_out, inputs)
-        # main out = mix * master + input * monitor
-        mix = self.mix[:n]
-        self._apply_ramp(self.master, start, mix, main_out[:n])
-        if self.monitor.target != 0.0 or self.monitor.ramping(start):
-            tmp = self.monitor_buf[:n]
-            self._apply_ramp(self.monitor, start, inputs, tmp)
-            np.add(main_out[:n], tmp, out=main_out[:n])
-        self._apply_ramp(self.click_gain, start, click_out[:n], click_out[:n], mono=True)
+        # main out = mix * master + input * monitor; the click at its volume
+        monitor = self.monitor
+        end_block(self.mix, inputs, main_out, click_out, start, n, self.ramps,
+                  monitor.target != 0.0 or start < monitor.end)
 
     def skip(self, missed_frames: int) -> None:
         """An xrun: ``missed_frames`` were never seen. Advance everything through the gap as
@@ -366,15 +381,6 @@ class Engine:
             self._write_ring(self.zeros_in, start, n)
             self._run(n, None, self.zeros_in)
             left -= n
-
-    def _apply_ramp(self, ramp: _Ramp, start: int, src: Audio, dst: Audio,
-                    mono: bool = False) -> None:
-        n = src.shape[0]
-        if ramp.ramping(start):
-            ramp.fill(start, self.gbuf[:n], self.ramp_index)
-            np.multiply(src, self.gbuf1[:n] if mono else self.gbuf[:n], out=dst)
-        else:
-            np.multiply(src, ramp.target, out=dst)
 
     def _run(self, n: int, click_out: Audio | None, inputs: Audio) -> None:
         """Advance ``n`` frames, splitting at beat boundaries and recording ends."""

@@ -63,3 +63,52 @@ def mix_rows(stacks, mode, gains, rpos, rows, m, mix, off):  # type: ignore[no-u
 def empty_stack(rows: int, channels: int) -> np.ndarray:
     """The stand-in for a column without a stack: the same array type, never read."""
     return np.zeros((rows, 1, channels), np.float32)
+
+
+# a smoothed gain as the block kernels see it: one row of a float64 array, kept up to date
+# by the engine's ramp object whenever its target changes
+RAMP_END, RAMP_START, RAMP_FROM, RAMP_STEP, RAMP_TARGET = 0, 1, 2, 3, 4
+RAMP_FIELDS = 5
+
+
+@_jit
+def _gain(ramp, frame, i):  # type: ignore[no-untyped-def]
+    """The gain applied to sample ``i`` of a block starting at ``frame``: the ramp's value
+    one frame later, in float32, or its target once the ramp is over."""
+    if frame + i < ramp[RAMP_END]:
+        t = np.float32(i + 1) + np.float32(frame - ramp[RAMP_START])
+        return t * np.float32(ramp[RAMP_STEP]) + np.float32(ramp[RAMP_FROM])
+    return np.float32(ramp[RAMP_TARGET])
+
+
+@_jit
+def begin_block(inputs, n, ring, ring_at, click):  # type: ignore[no-untyped-def]
+    """The block's input into the ring (its length is a power of two) at ``ring_at``; the
+    click output cleared."""
+    mask = ring.shape[0] - 1
+    nch = inputs.shape[1]
+    for i in range(n):
+        j = (ring_at + i) & mask
+        for ch in range(nch):
+            ring[j, ch] = inputs[i, ch]
+        click[i] = 0.0
+
+
+@_jit
+def end_block(mix, inputs, out, click, frame, n, ramps, monitor):  # type: ignore[no-untyped-def]
+    """``out = mix * master (+ inputs * monitor)`` and ``click *= click gain`` for the block
+    of ``n`` frames starting at ``frame``; ``ramps`` rows are (master, monitor, click).
+    ``monitor`` False skips the input (the monitor gain is 0 and not ramping)."""
+    master = ramps[0]
+    mon = ramps[1]
+    ck = ramps[2]
+    nch = mix.shape[1]
+    for i in range(n):
+        g = _gain(master, frame, i)
+        for ch in range(nch):
+            out[i, ch] = mix[i, ch] * g
+        if monitor:
+            gm = _gain(mon, frame, i)
+            for ch in range(nch):
+                out[i, ch] += inputs[i, ch] * gm
+        click[i] = click[i] * _gain(ck, frame, i)

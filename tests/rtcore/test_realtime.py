@@ -75,14 +75,14 @@ def test_recording_and_state_changes_allocate_no_arrays(busy_engine):
 def test_a_new_array_in_the_callback_would_be_caught(busy_engine):
     """The measurement itself can fail: a callback that makes one temporary is seen."""
     eng, _ = busy_engine
-    original = eng._write_ring
+    original = eng._run
 
-    def leaky(inputs, start, n):
-        original(inputs * 1.0, start, n)  # one temporary block array
+    def leaky(n, click_out, inputs):
+        original(n, click_out, inputs * 1.0)  # one temporary block array
 
-    eng._write_ring = leaky
+    eng._run = leaky
     try:
         _, peak = _run(eng, 20)
     finally:
-        del eng._write_ring
+        del eng._run
     assert peak >= BLOCK_ARRAY_BYTES
