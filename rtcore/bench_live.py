@@ -1,13 +1,16 @@
 """``ouro bench live``: the engine on a private ``jackd -d dummy``, under full load.
 
-For each block size: start a JACK server of our own, count the server's xrun notifications
-with nothing but the benchmark's own client for a while (on a VM the dummy driver's timer
-alone causes some), start ``ouro engine`` as a child process, feed its inputs, fill all 25
-cells with stereo loops over OSC (first loops of 4, 8, 2, 16 and 4 beats, then every other
-row at once), keep one cell re-recording, switch the click on, and measure for the given
-duration: JACK's DSP load, the engine's callback times (from its status histogram, so only
-the measured window counts), the engine's xruns (missed cycles it caught up) and the
-server's xrun notifications.
+For each block size: start a JACK server of our own and a witness client that counts the
+server's xrun notifications without a process callback of its own; count them with the
+server idle for a while (on a VM the dummy driver's timer alone causes some), holding the
+same CPU wake-up latency request the engine will hold. Then start ``ouro engine`` as a
+child process, feed its inputs from a test client while all 25 cells are filled with
+stereo loops over OSC (first loops of 4, 8, 2, 16 and 4 beats, then every other row at
+once), close the feeder (its Python callback would load the cycle too), keep one cell
+re-recording (polling the status four times a second, as a tablet would), switch the click
+on, and measure for the given duration: JACK's DSP load, the engine's callback times (from
+its status histogram, so only the measured window counts), the engine's xruns (missed
+cycles it caught up) and the server's xrun notifications.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any
 
 from rtcore.bench import COLUMN_BEATS
 from rtcore.client import EngineClient, EngineProcess
-from rtcore.host import SignalClient, hist_from_sparse, percentiles
+from rtcore.host import SignalClient, XrunCounter, hist_from_sparse, percentiles
 from rtcore.jackd import JackServer, unique_server_name
+from rtcore.live import CpuWakeupGuard, LiveSettings
 
 SAMPLE_RATE = 48000
 BENCH_CONFIG = "[engine]\nclick = true\n"
@@ -101,35 +105,41 @@ def bench_block_size(block_size: int, seconds: float, baseline_s: float,
     server.start()
     engine = None
     feeder = None
+    witness = None
     try:
-        feeder = SignalClient(server.name, "ouro-bench", outputs=2)
-        x0 = feeder.xruns
-        time.sleep(baseline_s)
-        baseline = feeder.xruns - x0
+        witness = XrunCounter(server.name)
+        with CpuWakeupGuard(LiveSettings().cpu_wakeup_latency_us) as wakeup:
+            x0 = witness.xruns
+            time.sleep(baseline_s)
+            baseline = witness.xruns - x0
+            wakeup_baseline = wakeup.status()
         cfg = workdir / "bench.toml"
         cfg.write_text(BENCH_CONFIG)
         engine = EngineProcess(server.name, workdir / f"data-{block_size}",
                                extra=["--config", str(cfg)]).start()
+        feeder = SignalClient(server.name, "ouro-bench", outputs=2)
         for i in (1, 2):
             feeder.connect(f"ouro-bench:out_{i}", f"ouroboros:in_{i}")
         osc = engine.client()
         log(f"  {block_size} frames: filling 25 cells over OSC ...")
         fill_matrix(osc)
+        feeder.close()
+        feeder = None
         rerecord = _Rerecorder(engine.osc_port)
         rerecord.start()
         time.sleep(1.0)
         st0 = osc.status()
-        x1 = feeder.xruns
+        x1 = witness.xruns
         loads = []
         log(f"  {block_size} frames: measuring for {seconds:g} s ...")
         t_end = time.monotonic() + seconds
         while (left := t_end - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
-            loads.append(feeder.cpu_load())
+            loads.append(witness.cpu_load())
         st1 = osc.status()
         rerecord.done.set()
         rerecord.join()
-        server_xruns = feeder.xruns - x1
+        server_xruns = witness.xruns - x1
         hist = hist_from_sparse(st1["callback"]["hist"]) - hist_from_sparse(
             st0["callback"]["hist"])
         p50, p99, p999 = percentiles(hist, (0.5, 0.99, 0.999))
@@ -155,10 +165,14 @@ def bench_block_size(block_size: int, seconds: float, baseline_s: float,
             "gc_max_pause_us": st1["gc"]["max_pause_us"],
             "callback_start_delay_p99_us": st1["callback"]["start_delay_p99_us"],
             "realtime": st1["jack"]["realtime"],
+            "cpu_wakeup_baseline": wakeup_baseline,
+            "cpu_wakeup_engine": st1["process"]["cpu_wakeup"],
         }
     finally:
         if feeder is not None:
             feeder.close()
+        if witness is not None:
+            witness.close()
         if engine is not None:
             engine.stop()
         server.stop()
@@ -190,5 +204,17 @@ def format_live_report(report: dict[str, Any]) -> str:
             f"{r['server_xruns_idle_per_min']:>10} -> {r['server_xruns_per_min']:<8}")
     lines.append("eng xruns: cycles the engine missed and caught up. Server xruns include the "
                  "dummy driver's own timer misses, measured idle first.")
+    for bs, r in report["block_sizes"].items():
+        lines.append(f"CPU wake-up latency request at {bs} frames: idle baseline "
+                     f"{_wakeup_words(r['cpu_wakeup_baseline'])}, engine "
+                     f"{_wakeup_words(r['cpu_wakeup_engine'])}")
     return "\n".join(lines)
+
+
+def _wakeup_words(st: dict[str, Any]) -> str:
+    if not st or st.get("requested_us", -1) < 0:
+        return "none asked"
+    if st.get("held"):
+        return f"held at {st['requested_us']} us"
+    return f"not held ({st.get('error')})"
 

@@ -201,6 +201,11 @@ class CallbackStats:
         self.duration = np.zeros(HIST_US + 1, np.int64)
         self.delay = np.zeros(HIST_US + 1, np.int64)
         self.scalars = np.zeros(3, np.int64)
+        # the summary's work space (status requests come from the OSC thread only)
+        self._q = np.array([0.5, 0.99, 0.999])
+        self._p = np.zeros(3, np.int64)
+        self._nz = np.zeros((HIST_US + 1, 2), np.int64)
+        self._nz_delay = np.zeros((HIST_US + 1, 2), np.int64)
         self.errors = 0
         self.last_error = ""
 
@@ -221,18 +226,18 @@ class CallbackStats:
 
     def summary(self, period_us: float) -> dict[str, Any]:
         """Percentiles in µs, and the sparse histogram ``[[µs, count], ...]`` of durations."""
-        hist = self.duration.copy()
-        delay = self.delay.copy()
-        p50, p99, p999 = percentiles(hist, (0.5, 0.99, 0.999))
-        (d99,) = percentiles(delay, (0.99,))
-        nz = np.flatnonzero(hist)
+        qs, out, nz = self._q, self._p, self._nz
+        k = jackio.summarize(self.duration, qs, out, nz)
+        p50, p99, p999 = int(out[0]), int(out[1]), int(out[2])
+        jackio.summarize(self.delay, qs, out, self._nz_delay)
+        d99 = int(out[1])
         return {
-            "count": int(hist.sum()), "p50_us": p50, "p99_us": p99, "p999_us": p999,
+            "count": self.count, "p50_us": p50, "p99_us": p99, "p999_us": p999,
             "max_us": self.max_us, "period_us": round(period_us, 2),
             "p99_fraction": round(p99 / period_us, 4) if period_us else 0.0,
             "start_delay_p99_us": d99, "start_delay_max_us": self.max_delay_us,
             "errors": self.errors, "last_error": self.last_error,
-            "hist": [[int(i), int(hist[i])] for i in nz],
+            "hist": nz[:k].tolist(),
         }
 
 
@@ -631,6 +636,32 @@ def probe_signal(frame_times: NDArray[np.int64], channel: int = 0) -> NDArray[np
     mult = (2654435761, 2246822519, 3266489917, 668265263)[channel % 4]
     h = (frame_times.astype(np.uint64) * np.uint64(mult)) & np.uint64(0xFFFFFF)
     return (h.astype(np.float32) / np.float32(1 << 24) - np.float32(0.5)).astype(np.float32)
+
+
+class XrunCounter:
+    """A JACK client with no process callback (libjack runs its part of the graph without
+    entering Python) that counts the server's xrun notifications: a benchmark's witness
+    that costs the cycle nothing."""
+
+    def __init__(self, server: str | None, name: str = "ouro-xruns"):
+        self.client = _open_client(name, server)
+        self.xruns = 0
+        self.client.set_xrun_callback(self._on_xrun)
+        self.client.activate()
+
+    def _on_xrun(self, _delayed_usecs: float) -> None:
+        self.xruns += 1
+
+    def cpu_load(self) -> float:
+        """JACK's DSP load, in percent."""
+        return float(self.client.cpu_load())
+
+    def close(self) -> None:
+        try:
+            self.client.deactivate()
+        except jack.JackError:
+            pass
+        self.client.close()
 
 
 class SignalClient:

@@ -23,7 +23,7 @@ import numpy as np
 
 SILENT, FROM_STACK, FROM_ROWS = 0, 1, 2  # how a row of a column reaches the mix
 
-_jit = numba.njit(nogil=True, cache=True, boundscheck=False, fastmath=False)
+_jit = numba.njit(nogil=False, cache=True, boundscheck=False, fastmath=False)
 
 
 @_jit

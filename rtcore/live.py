@@ -239,11 +239,14 @@ class GcGuard:
         self.in_audio_thread = 0
         self.max_pause_us = 0
         self.last_pause_us = 0
+        self.frozen = 0
 
     def __enter__(self) -> GcGuard:
         gc.collect()
         gc.freeze()
         gc.disable()
+        # counted once: gc.get_freeze_count() walks every frozen object (milliseconds of GIL)
+        self.frozen = gc.get_freeze_count()
         gc.callbacks.append(self._watch)
         return self
 
@@ -265,7 +268,7 @@ class GcGuard:
         self.max_pause_us = max(self.max_pause_us, us)
 
     def status(self) -> dict[str, Any]:
-        return {"automatic": gc.isenabled(), "frozen_objects": gc.get_freeze_count(),
+        return {"automatic": gc.isenabled(), "frozen_objects": self.frozen,
                 "collections": self.collections, "collected": self.collected,
                 "max_pause_us": self.max_pause_us, "last_pause_us": self.last_pause_us,
                 "in_audio_thread": self.in_audio_thread}

@@ -34,7 +34,6 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from rtcore.commands import (
@@ -509,11 +508,22 @@ def _why(exc: BaseException) -> str:
         type(exc).__name__)
 
 
+def _osc_string(data: bytes) -> bytes:
+    # OSC strings end with a NUL and are padded with NULs to a multiple of 4 bytes
+    return data + b"\x00" * (4 - len(data) % 4)
+
+
 def _osc(address: str, *texts: str) -> bytes:
-    builder = OscMessageBuilder(address=address)
-    for text in texts:
-        builder.add_arg(text, OscMessageBuilder.ARG_TYPE_STRING)
-    return bytes(builder.build().dgram)
+    """An OSC message of string arguments. Built here rather than with python-osc's builder,
+    which parses every message it builds, a byte at a time: for a status document that held
+    the interpreter for a millisecond.
+
+    >>> _osc("/ouro/error", "no")
+    b'/ouro/error\\x00,s\\x00\\x00no\\x00\\x00'
+    """
+    parts = [_osc_string(address.encode()), _osc_string(("," + "s" * len(texts)).encode())]
+    parts.extend(_osc_string(t.encode()) for t in texts)
+    return b"".join(parts)
 
 
 _PONG = _osc("/ouro/pong")
