@@ -676,8 +676,8 @@ class SignalClient:
                  record_seconds: float = 0.0, capture_latency: int = 0,
                  playback_latency: int = 0, playing: bool = True,
                  source: Callable[[NDArray[np.int64], int], NDArray[np.float32]] = probe_signal):
-        # like the engine: other threads of this process give up the GIL within 0.5 ms
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        # like the engine: other threads of this process give up the GIL within 0.1 ms
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0001))
         self.client = _open_client(name, server)
         self.sample_rate = int(self.client.samplerate)
         self.outputs = [self.client.outports.register(f"out_{i + 1}") for i in range(outputs)]

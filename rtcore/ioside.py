@@ -87,7 +87,7 @@ class IOSide:
 class IOThread:
     """Runs an :class:`IOSide` in a background thread until :meth:`stop`."""
 
-    def __init__(self, io: IOSide, period_s: float = 0.005):
+    def __init__(self, io: IOSide, period_s: float = 0.02):
         self.io = io
         self.period_s = period_s
         self._stop = threading.Event()

@@ -55,7 +55,7 @@ class LiveSettings:
     osc_port: int = DEFAULT_OSC_PORT
     osc_max_rate: float = 2000.0
     data_dir: Path = field(default_factory=default_data_dir)
-    switch_interval_ms: float = 0.5
+    switch_interval_ms: float = 0.1
     gc_interval_s: float = 5.0
     cpu_wakeup_latency_us: int = 0  # -1 leaves the CPUs' idle states alone
 
