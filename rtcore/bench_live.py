@@ -184,7 +184,7 @@ def bench_live(block_sizes: tuple[int, ...], seconds: float, baseline_s: float =
         results = {str(bs): bench_block_size(bs, seconds, baseline_s, Path(tmp), log)
                    for bs in block_sizes}
     return {"sample_rate": SAMPLE_RATE, "driver": "dummy", "seconds": seconds,
-            "load": "25 stereo cells playing, 1 re-recording, click on, inputs fed",
+            "load": "25 stereo cells playing, 1 re-recording, click on, status polled 4 Hz",
             "block_sizes": results}
 
 

@@ -58,6 +58,7 @@ class LiveSettings:
     switch_interval_ms: float = 0.1
     gc_interval_s: float = 5.0
     cpu_wakeup_latency_us: int = 0  # -1 leaves the CPUs' idle states alone
+    lock_memory: bool = True
 
 
 _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -68,7 +69,8 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
             "max_rate": ("osc_max_rate", (int, float))},
     "process": {"data_dir": ("data_dir", str), "switch_interval_ms": ("switch_interval_ms",
                 (int, float)), "gc_interval_s": ("gc_interval_s", (int, float)),
-                "cpu_wakeup_latency_us": ("cpu_wakeup_latency_us", int)},
+                "cpu_wakeup_latency_us": ("cpu_wakeup_latency_us", int),
+                "lock_memory": ("lock_memory", bool)},
 }
 _FROM_SERVER = ("sample_rate", "block_size")
 
@@ -223,6 +225,55 @@ class CpuWakeupGuard:
         return {"requested_us": self.limit_us, "held": self.held, "error": self.error}
 
 
+class MemoryLock:
+    """Locks the process's memory in RAM (``mlockall``), now and for every later mapping.
+
+    Without it, the audio thread takes page faults: on the first touch of a chunk or a
+    stack the I/O side allocated (numpy's zeroed memory is only mapped, not touched), or
+    when the kernel pages something out. With ``MCL_FUTURE`` each new mapping is faulted in
+    and locked by whoever makes it, which is the I/O side. A limit on locked memory would
+    make later allocations fail once it is reached, so the lock is only taken when
+    ``RLIMIT_MEMLOCK`` is unlimited (the audio group on the pedal image) or by root, whom
+    the limit does not bind.
+    """
+
+    MCL_CURRENT, MCL_FUTURE = 1, 2
+
+    def __init__(self, wanted: bool) -> None:
+        self.wanted = wanted
+        self.held = False
+        self.error: str | None = None
+
+    def __enter__(self) -> MemoryLock:
+        if not self.wanted:
+            return self
+        import ctypes
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        # root (CAP_IPC_LOCK) is not held to the limit
+        if soft != resource.RLIM_INFINITY and os.geteuid() != 0:
+            self.error = (f"RLIMIT_MEMLOCK is {soft} bytes, not unlimited: memory not locked "
+                          f"(give the engine's user an unlimited memlock limit)")
+            return self
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(self.MCL_CURRENT | self.MCL_FUTURE) != 0:
+            self.error = f"mlockall failed: {os.strerror(ctypes.get_errno())}"
+            return self
+        self.held = True
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.held:
+            import ctypes
+
+            ctypes.CDLL(None).munlockall()
+            self.held = False
+
+    def status(self) -> dict[str, Any]:
+        return {"wanted": self.wanted, "held": self.held, "error": self.error}
+
+
 class GcGuard:
     """Keeps the garbage collector out of the audio callback, and proves it.
 
@@ -286,6 +337,7 @@ class LiveEngine:
         self.osc: Any = None
         self.gc: GcGuard | None = None
         self.wakeup: CpuWakeupGuard | None = None
+        self.memory: MemoryLock | None = None
         self.started = time.time()
 
     def submit(self, cmd: Command) -> None:
@@ -303,7 +355,8 @@ class LiveEngine:
         doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
                           "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
                           "data_dir": str(self.settings.data_dir),
-                          "cpu_wakeup": self.wakeup.status() if self.wakeup else {}}
+                          "cpu_wakeup": self.wakeup.status() if self.wakeup else {},
+                          "memory_lock": self.memory.status() if self.memory else {}}
         return doc
 
     def status_json(self) -> str:
@@ -343,9 +396,11 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     live.gc = guard
     wakeup = CpuWakeupGuard(settings.cpu_wakeup_latency_us)
     live.wakeup = wakeup
+    memory = MemoryLock(settings.lock_memory)
+    live.memory = memory
     sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
     io_thread.start()
-    with guard, wakeup:
+    with memory, guard, wakeup:
         host.attach(engine)
         osc.start()
         info = {"pid": os.getpid(), "osc_host": settings.osc_host, "osc_port": osc.port,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rtcore.errors import ConfigError
-from rtcore.live import CpuWakeupGuard, LiveSettings, load_settings
+from rtcore.live import CpuWakeupGuard, LiveSettings, MemoryLock, load_settings
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -98,3 +98,21 @@ def test_minus_one_asks_for_nothing(tmp_path: Path) -> None:
     with CpuWakeupGuard(-1, device) as guard:
         assert not guard.held and guard.error is None
     assert device.read_bytes() == b""
+
+
+def test_memory_is_locked_only_where_no_limit_can_bite() -> None:
+    import os
+    import resource
+
+    with MemoryLock(False) as off:
+        assert off.status() == {"wanted": False, "held": False, "error": None}
+    soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+    with MemoryLock(True) as lock:
+        if soft == resource.RLIM_INFINITY or os.geteuid() == 0:
+            assert lock.held, lock.error
+            locked = [line for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith("VmLck:")]
+            assert int(locked[0].split()[1]) > 0
+        else:
+            assert not lock.held and "RLIMIT_MEMLOCK" in (lock.error or "")
+    assert not lock.held
