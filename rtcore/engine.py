@@ -419,7 +419,10 @@ class Engine:
                     col.pos += m
                 continue
             if render:
-                self._mix_column(col, m, now)
+                # a column whose rows all play steadily from its stack needs nothing here
+                if (col.ndirect or col.plan_dirty or not col.audible
+                        or 0 <= col.plan_until <= now):
+                    self._mix_column(col, m, now)
                 rpos[col.index] = col.rpos
             else:
                 self._column_fading_check(col, now + m)
