@@ -226,18 +226,18 @@ class CpuWakeupGuard:
 
 
 class MemoryLock:
-    """Locks the process's memory in RAM (``mlockall``), now and for every later mapping.
+    """Locks the memory the process has mapped once it is built (``mlockall(MCL_CURRENT)``):
+    code, libraries, the engine's buffers and JACK's, so nothing the audio thread touches is
+    paged out under memory pressure.
 
-    Without it, the audio thread takes page faults: on the first touch of a chunk or a
-    stack the I/O side allocated (numpy's zeroed memory is only mapped, not touched), or
-    when the kernel pages something out. With ``MCL_FUTURE`` each new mapping is faulted in
-    and locked by whoever makes it, which is the I/O side. A limit on locked memory would
-    make later allocations fail once it is reached, so the lock is only taken when
-    ``RLIMIT_MEMLOCK`` is unlimited (the audio group on the pedal image) or by root, whom
-    the limit does not bind.
+    Later mappings are deliberately not locked (no ``MCL_FUTURE``): a locked mapping is
+    faulted in whole when it is made, and numpy allocates while holding the GIL, so a new
+    15 MB column stack would keep the audio thread waiting for milliseconds. The I/O side
+    writes every new buffer (chunks when it stocks them, stacks when it fills them) before
+    the audio thread gets it, so those pages are in place by then.
     """
 
-    MCL_CURRENT, MCL_FUTURE = 1, 2
+    MCL_CURRENT = 1
 
     def __init__(self, wanted: bool) -> None:
         self.wanted = wanted
@@ -248,17 +248,11 @@ class MemoryLock:
         if not self.wanted:
             return self
         import ctypes
-        import resource
 
-        soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-        # root (CAP_IPC_LOCK) is not held to the limit
-        if soft != resource.RLIM_INFINITY and os.geteuid() != 0:
-            self.error = (f"RLIMIT_MEMLOCK is {soft} bytes, not unlimited: memory not locked "
-                          f"(give the engine's user an unlimited memlock limit)")
-            return self
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mlockall(self.MCL_CURRENT | self.MCL_FUTURE) != 0:
-            self.error = f"mlockall failed: {os.strerror(ctypes.get_errno())}"
+        if libc.mlockall(self.MCL_CURRENT) != 0:
+            self.error = (f"mlockall failed: {os.strerror(ctypes.get_errno())} (the engine's "
+                          f"user needs an unlimited memlock limit)")
             return self
         self.held = True
         return self

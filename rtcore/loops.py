@@ -119,7 +119,9 @@ class ChunkPool:
         """Top the pool up to its reserve; returns how many chunks were added. Not real-time."""
         added = 0
         while len(self.chunks) < self.reserve_chunks:
-            self.chunks.append(np.zeros((self.chunk_frames, self.channels), np.float32))
+            chunk = np.zeros((self.chunk_frames, self.channels), np.float32)
+            chunk.fill(0.0)  # touched here: zeroed memory is only mapped until written
+            self.chunks.append(chunk)
             added += 1
         while len(self.takes) < self.reserve_takes:
             self.takes.append(Take(self.channels, self.chunk_frames, self.max_chunks,

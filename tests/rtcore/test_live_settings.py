@@ -100,19 +100,14 @@ def test_minus_one_asks_for_nothing(tmp_path: Path) -> None:
     assert device.read_bytes() == b""
 
 
-def test_memory_is_locked_only_where_no_limit_can_bite() -> None:
-    import os
-    import resource
-
+def test_memory_lock_is_taken_or_says_why() -> None:
     with MemoryLock(False) as off:
         assert off.status() == {"wanted": False, "held": False, "error": None}
-    soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
     with MemoryLock(True) as lock:
-        if soft == resource.RLIM_INFINITY or os.geteuid() == 0:
-            assert lock.held, lock.error
-            locked = [line for line in Path("/proc/self/status").read_text().splitlines()
-                      if line.startswith("VmLck:")]
+        locked = [line for line in Path("/proc/self/status").read_text().splitlines()
+                  if line.startswith("VmLck:")]
+        if lock.held:
             assert int(locked[0].split()[1]) > 0
-        else:
-            assert not lock.held and "RLIMIT_MEMLOCK" in (lock.error or "")
+        else:  # a memlock limit smaller than the test process
+            assert "mlockall failed" in (lock.error or "")
     assert not lock.held
