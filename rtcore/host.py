@@ -6,14 +6,16 @@ from JACK's frame times and lets the engine catch up (:meth:`Engine.skip`). Ever
 else (latency, connections, losing and finding the server again) happens in
 :meth:`JackHost.poll`, which the engine process's main thread calls a few times a second.
 
-Real-time rules of the process callback: it touches only buffers made before activation
-(port buffers are wrapped in numpy views once, and again only if JACK moves them), calls no
-function that blocks, logs nothing and raises nothing. Its cost, and how late JACK started
-it, are counted in :class:`CallbackStats`.
+Real-time rules of the process callback: it touches only buffers made before activation,
+calls no function that blocks, logs nothing and raises nothing. The port buffers are copied
+in and out by the compiled functions of :mod:`rtcore.jackio`, which call libjack directly.
+Its cost, and how late JACK started it, are counted in :class:`CallbackStats`.
 
-JACK-Client does not wrap JACK's latency API, so two functions of ``libjack`` are called
-through :mod:`ctypes`; and the callback calls ``libjack`` through JACK-Client's own cffi
+JACK-Client does not wrap JACK's latency API, so those functions of ``libjack`` are called
+through :mod:`ctypes`; MIDI events, when there are any, move through JACK-Client's own cffi
 handle, because the friendly wrappers create objects on every call.
+
+:class:`XrunCounter` is a client without a process callback that counts the server's xruns.
 
 :class:`SignalClient` is a test double that others can reuse: a JACK client that plays a
 known signal (a function of JACK's frame time) and records what reaches its inputs.
