@@ -350,11 +350,13 @@ class Engine:
         if self._bufsize_thread != get_ident():  # numpy's setting is per thread
             np.setbufsize(UFUNC_BUFSIZE)
             self._bufsize_thread = get_ident()
-        self._drain_io()
-        self._drain_commands()
+        if self.from_io:  # checked here: most blocks have nothing, and a call costs
+            self._drain_io()
+        if self.commands:
+            self._drain_commands()
         if midi_in is not None:
             self.midi_in_events += midi_in.count
-        if midi_out is not None:
+        if midi_out is not None and midi_out.count:
             midi_out.clear()
         start = self.frame
         begin_block(inputs, n, self.ring, start, click_out)
