@@ -273,6 +273,7 @@ class Engine:
         self.gbuf = np.zeros((bs, ch), np.float32)
         self.ramp_index = np.repeat(np.arange(1, bs + 1, dtype=np.float32)[:, None], ch, 1)
         self.zeros_in = np.zeros((bs, ch), np.float32)
+        self.skip_click = np.zeros(bs, np.float32)  # an xrun's gap makes no click: scratch
         self.ring_frames = 1 << max(10, math.ceil(math.log2(bs + self.declick_frames + 1)))
         self.ring = np.zeros((self.ring_frames, ch), np.float32)
         fade = (np.arange(self.declick_frames, dtype=np.float32) + 0.5) / max(
@@ -292,9 +293,8 @@ class Engine:
         self._schedule_next_beat(0)
         # compile (or load) the kernels for these argument types now, not in the callback
         mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
-        click = np.zeros(bs, np.float32)
-        begin_block(self.zeros_in, 0, self.ring, 0, click)
-        end_block(self.mix, self.zeros_in, self.gbuf, click, 0, 0, self.ramps, False)
+        begin_block(self.zeros_in, 0, self.ring, 0, self.skip_click)
+        end_block(self.mix, self.zeros_in, self.gbuf, self.skip_click, 0, 0, self.ramps, False)
 
     # ------------------------------------------------------------------ control side
 
@@ -380,7 +380,7 @@ class Engine:
         while left > 0:
             n = min(left, self.block_size)
             start = self.frame
-            self._write_ring(self.zeros_in, start, n)
+            begin_block(self.zeros_in, n, self.ring, start, self.skip_click)
             self._run(n, None, self.zeros_in)
             left -= n
 
@@ -894,14 +894,6 @@ class Engine:
         col.running = running
 
     # ------------------------------------------------------------------ recording
-
-    def _write_ring(self, inputs: Audio, start: int, n: int) -> None:
-        rf = self.ring_frames
-        i = start % rf
-        k = min(n, rf - i)
-        np.copyto(self.ring[i : i + k], inputs[:k])
-        if k < n:
-            np.copyto(self.ring[: n - k], inputs[k:n])
 
     def _capture(self, inputs: Audio, start: int, n: int) -> None:
         end = start + n

@@ -211,9 +211,6 @@ class CallbackStats:
         self.errors = 0
         self.last_error = ""
 
-    def add(self, duration_us: int, delay_us: int) -> None:
-        jackio.record(self.duration, self.delay, self.scalars, duration_us, delay_us)
-
     @property
     def count(self) -> int:
         return int(self.scalars[jackio.COUNT])
@@ -345,7 +342,6 @@ class JackHost:
         self.midi_in = MidiBuffer()
         self.midi_out = MidiBuffer()
         self._make_buffers(int(client.blocksize))
-        self._cptr = client._ptr
         self._resync = True
         self._lost.clear()
         # compile (or load) the cycle code now, with the very argument types of the callback
@@ -645,11 +641,12 @@ class XrunCounter:
     entering Python) that counts the server's xrun notifications: a benchmark's witness
     that costs the cycle nothing."""
 
-    def __init__(self, server: str | None, name: str = "ouro-xruns"):
+    def __init__(self, server: str | None, name: str = "ouro-xruns", activate: bool = True):
         self.client = _open_client(name, server)
-        self.xruns = 0
+        self.xruns = 0  # the server's xrun notifications (for everyone, not just this client)
         self.client.set_xrun_callback(self._on_xrun)
-        self.client.activate()
+        if activate:
+            self.client.activate()
 
     def _on_xrun(self, _delayed_usecs: float) -> None:
         self.xruns += 1
@@ -659,6 +656,7 @@ class XrunCounter:
         return float(self.client.cpu_load())
 
     def close(self) -> None:
+        """Deactivate and close; after the server died, closing only frees the client."""
         try:
             self.client.deactivate()
         except jack.JackError:
@@ -666,7 +664,7 @@ class XrunCounter:
         self.client.close()
 
 
-class SignalClient:
+class SignalClient(XrunCounter):
     """A JACK client for tests and benchmarks: plays :func:`probe_signal` (or silence) on its
     outputs and records what reaches its inputs, both indexed by JACK frame time.
 
@@ -680,7 +678,7 @@ class SignalClient:
                  source: Callable[[NDArray[np.int64], int], NDArray[np.float32]] = probe_signal):
         # like the engine: other threads of this process give up the GIL within 0.1 ms
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0001))
-        self.client = _open_client(name, server)
+        super().__init__(server, name, activate=False)
         self.sample_rate = int(self.client.samplerate)
         self.outputs = [self.client.outports.register(f"out_{i + 1}") for i in range(outputs)]
         self.inputs = [self.client.inports.register(f"in_{i + 1}") for i in range(inputs)]
@@ -694,11 +692,9 @@ class SignalClient:
         self.write = 0
         self.cycles = 0
         self.clock = FrameClock()
-        self.xruns = 0  # the server's xrun notifications (for everyone, not just this client)
         self._latency_cb = _LatencyCallback(self._on_latency)
         _libjack.jack_set_latency_callback(_address(self.client._ptr), self._latency_cb, None)
         self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._on_xrun)
         self.client.activate()
 
     def _on_latency(self, mode: int, _arg: Any) -> None:
@@ -711,9 +707,6 @@ class SignalClient:
             for p in self.inputs:
                 _libjack.jack_port_set_latency_range(_address(p._ptr), PLAYBACK,
                                                      ctypes.byref(r))
-
-    def _on_xrun(self, _delayed_usecs: float) -> None:
-        self.xruns += 1
 
     def set_latency(self, capture: int | None = None, playback: int | None = None) -> None:
         """Announce other latencies (as a driver would after a settings change) and have
@@ -771,14 +764,3 @@ class SignalClient:
 
     def set_blocksize(self, frames: int) -> None:
         self.client.blocksize = frames
-
-    def cpu_load(self) -> float:
-        return float(self.client.cpu_load())
-
-    def close(self) -> None:
-        """Deactivate and close; after the server died, closing only frees the client."""
-        try:
-            self.client.deactivate()
-        except jack.JackError:
-            pass
-        self.client.close()

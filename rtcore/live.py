@@ -9,6 +9,7 @@ callback; the main thread collects the young generations every few seconds and t
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import json
@@ -247,8 +248,6 @@ class MemoryLock:
     def __enter__(self) -> MemoryLock:
         if not self.wanted:
             return self
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.mlockall(self.MCL_CURRENT) != 0:
             self.error = (f"mlockall failed: {os.strerror(ctypes.get_errno())} (the engine's "
@@ -259,8 +258,6 @@ class MemoryLock:
 
     def __exit__(self, *_exc: object) -> None:
         if self.held:
-            import ctypes
-
             ctypes.CDLL(None).munlockall()
             self.held = False
 
