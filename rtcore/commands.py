@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rtcore.config import TEMPO_MAX_BPM, TEMPO_MIN_BPM, VOLUME_MAX
+from rtcore.config import SYNC_SOURCES, TEMPO_MAX_BPM, TEMPO_MIN_BPM, VOLUME_MAX
 from rtcore.errors import CommandError
 
 # Opcodes: small ints so the audio thread compares ints, not strings.
@@ -36,12 +36,16 @@ OP_CLICK = 12
 OP_CLICK_VOLUME = 13
 OP_MASTER_VOLUME = 14
 OP_MONITOR = 15
+OP_SYNC = 16
+OP_CLOCK_OUT = 17
+OP_COUNT_IN = 18
 
 # Argument kinds
 CELL = "cell"  # column:int, row:int
 LEVEL = "level"  # value: float in [0, VOLUME_MAX]
 SWITCH = "switch"  # value: 0 or 1
 BPM = "bpm"  # value: float in [TEMPO_MIN_BPM, TEMPO_MAX_BPM]
+SOURCE = "source"  # value: a name of SYNC_SOURCES, held as its index
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +83,19 @@ VOCABULARY: dict[str, Spec] = {
                           f"master volume, 0..{VOLUME_MAX:g}, smoothed"),
     "monitor": Spec(OP_MONITOR, ("value", "gain"), False,
                     "input monitoring on (1) or off (0), with an optional gain (default 1)"),
+    "sync": Spec(OP_SYNC, ("value",), False,
+                 "where tempo and beat come from: internal, or an external MIDI clock (midi)"),
+    "clock_out": Spec(OP_CLOCK_OUT, ("value",), False,
+                      "send MIDI clock, Start/Stop/Continue and song position (1) or not (0)"),
+    "count_in": Spec(OP_COUNT_IN, ("value",), False,
+                     "one bar of click before a recording that starts from silence (1) or not"),
 }
 
 OPTIONAL_ARGS = {"gain"}
 _VALUE_KIND = {
     "volume": LEVEL, "click_volume": LEVEL, "master_volume": LEVEL,
-    "click": SWITCH, "monitor": SWITCH, "tempo": BPM,
+    "click": SWITCH, "monitor": SWITCH, "tempo": BPM, "sync": SOURCE,
+    "clock_out": SWITCH, "count_in": SWITCH,
 }
 NAMES = {spec.op: name for name, spec in VOCABULARY.items()}
 
@@ -112,6 +123,8 @@ class Command:
         out: dict[str, Any] = {"cmd": self.name}
         for arg in VOCABULARY[self.name].args:
             out[arg] = getattr(self, arg)
+        if _VALUE_KIND.get(self.name) == SOURCE:
+            out["value"] = SYNC_SOURCES[int(self.value)]
         return out
 
 
@@ -174,6 +187,11 @@ def _index(name: str, what: str, value: Any, size: int) -> int:
 
 
 def _value(name: str, kind: str, value: Any, what: str = "value") -> float:
+    if kind == SOURCE:
+        if value not in SYNC_SOURCES:
+            raise CommandError(f"{name}: {what} must be one of {', '.join(SYNC_SOURCES)}, "
+                               f"got {value!r}")
+        return float(SYNC_SOURCES.index(value))
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CommandError(f"{name}: {what} must be a number, got {value!r}")
     v = float(value)

@@ -9,6 +9,7 @@ from typing import Any
 
 from rtcore.errors import ConfigError
 
+SYNC_SOURCES = ("internal", "midi")  # where the beat grid's tempo and phase come from
 TEMPO_MIN_BPM = 20.0
 TEMPO_MAX_BPM = 300.0
 VOLUME_MAX = 4.0  # +12 dB: enough headroom for a quiet loop, not enough to hurt anyone
@@ -40,6 +41,10 @@ class EngineConfig:
     chunk_frames: int = 8192
     max_loop_seconds: float = 120.0
     pool_reserve_chunks: int = 64
+    sync: str = "internal"  # or "midi": follow an external MIDI clock
+    clock_out: bool = False  # send MIDI clock and transport from the engine's grid
+    count_in: bool = False  # one bar of click before a recording that starts from silence
+    midi_map: str = "default"  # MIDI input -> commands: "default", "none" or a TOML file
 
     def __post_init__(self) -> None:
         _int_in(self, "sample_rate", 8000, 384000)
@@ -60,6 +65,14 @@ class EngineConfig:
         _int_in(self, "chunk_frames", 64, 1 << 20)
         _num_in(self, "max_loop_seconds", 1.0, 3600.0)
         _int_in(self, "pool_reserve_chunks", 2, 1 << 16)
+        if self.sync not in SYNC_SOURCES:
+            raise ConfigError(f"sync must be one of {', '.join(SYNC_SOURCES)}, "
+                              f"got {self.sync!r}")
+        _bool(self, "clock_out")
+        _bool(self, "count_in")
+        if not isinstance(self.midi_map, str) or not self.midi_map:
+            raise ConfigError(f"midi_map must be 'default', 'none' or a file name, "
+                              f"got {self.midi_map!r}")
         if self.chunk_frames < self.block_size:
             raise ConfigError(
                 f"chunk_frames ({self.chunk_frames}) must be at least block_size "

@@ -35,7 +35,19 @@ from rtcore.kernels import (
     mix_rows,
 )
 from rtcore.loops import Audio, ChunkPool, Take
-from rtcore.midi import MidiBuffer
+from rtcore.midi import MESSAGE_LENGTH, MidiBuffer
+from rtcore.midimap import CC_ON, PRESS, action_value, configured_map
+from rtcore.sync import (
+    CLOCK,
+    CONTINUE,
+    SONG_POSITION,
+    START,
+    STOP,
+    TICKS_PER_BEAT,
+    ClockFollower,
+    song_position_bytes,
+)
+from rtcore.sync import warm_up as warm_up_sync
 
 EMPTY, IDLE, RECORDING, PLAYING, SOLO = 0, 1, 2, 3, 4
 STATE_NAMES = ("empty", "idle", "recording", "playing", "solo")
@@ -51,7 +63,17 @@ REJECT_NAMES = {
     5: "undo/redo target has another length than the column's other loops",
     6: "tempo change refused: loops exist",
     7: "chunk pool empty during a recording's latency tail: silence recorded",
+    8: "MIDI command refused: the cell is empty or has no such history",
+    9: "tempo follows the MIDI clock: tempo and tap are ignored",
 }
+_CELL_OPS = frozenset((C.OP_RECORD, C.OP_PLAY, C.OP_STOP, C.OP_SOLO, C.OP_CLEAR, C.OP_UNDO,
+                       C.OP_REDO))
+_CLOCK_MSG = (CLOCK,)
+_START_MSG = (START,)
+_STOP_MSG = (STOP,)
+_CONTINUE_MSG = (CONTINUE,)
+NOTE_ON, CONTROL_CHANGE, PROGRAM_CHANGE = 0x90, 0xB0, 0xC0
+
 
 COMMAND_QUEUE_LIMIT = 256
 # numpy's ufunc iterator sizes its scratch buffers by this (default 8192 elements); the
@@ -132,6 +154,7 @@ class Cell:
         "rec_first",
         "rec_start_beat",
         "recording",
+        "resume",
         "row",
         "state",
         "take",
@@ -143,6 +166,7 @@ class Cell:
         self.row = row
         self.state = EMPTY
         self.pending = 0  # opcode that applies at the next beat boundary, 0 for none
+        self.resume = 0  # what it did when an external Stop paused it (play or solo)
         self.take: Take | None = None
         self.recording: Take | None = None  # the take of a recording in progress
         self.rec: Take | None = None  # the take whose input is being captured
@@ -227,6 +251,47 @@ class Engine:
         self.pending_tempo = 0.0
         self.taps = [0] * TAP_KEEP
         self.ntaps = 0
+        self.bar_origin = 0  # a beat that is beat 1 of a bar
+        self.count_in_on = cfg.count_in
+        self.count_in_until = -1  # the beat a count-in ends on, while one runs
+
+        # MIDI clock in: the follower works in the host's frames, which differ from the
+        # engine's by the frames slipped to stay in phase (see _follow_block)
+        self.sync_midi = cfg.sync == "midi"
+        self.follower = ClockFollower(cfg.sample_rate)
+        self.host_frame = 0
+        self.slips = 0
+        self.clock_lost = True
+        self.ext_running = False  # the external transport: Start/Continue .. Stop
+        self.ext_song_tick0 = 0  # the follower's index of the tick at song position 0
+        self.ext_relocate = -1  # song position (ticks) the next tick is at, after Start etc.
+        self.ext_spp = 0  # the last song position received (ticks)
+        self.ext_locked = False  # the grid sits on the external beats
+        self.ext_origin_beat = 0  # the engine beat at song position 0
+        self.ext_relocations = 0
+        self.song_beat_at_boundary = -1  # a relocation: columns jump to this song beat
+        self.paused: list[Cell | None] = [None] * (cfg.columns * cfg.rows)
+        self.npaused = 0
+        # MIDI clock out
+        self.clock_out = cfg.clock_out
+        self.out_running = False
+        self.out_song_tick0 = 0
+        self.out_relocate = False
+        self.next_tick = 0
+        self.next_tick_frame = 0
+        # MIDI input: the map, controller values (for CC presses), learn mode
+        self.midi_map = configured_map(cfg.midi_map, columns=cfg.columns, rows=cfg.rows).table
+        self.cc_last = [0] * (16 * 128)
+        self.learn_armed = False
+        self.learned = [0, 0, 0, 0]  # size, then up to 3 bytes
+        self.learn_seq = 0
+        # the block being run: its MIDI in (read at exact frames) and out
+        self.mi: MidiBuffer | None = None
+        self.mo: MidiBuffer | None = None
+        self.mi_at = 0
+        self.next_midi = -1
+        self.block_start = 0
+        self.block_frames = 0
 
         # the matrix
         self.cells = [[Cell(c, r, history) for r in range(self.nrows)]
@@ -258,7 +323,11 @@ class Engine:
         self.from_io: deque[tuple[Any, ...]] = deque()
 
         # preallocated work buffers
-        bs = self.block_size
+        # one frame more than a block: a block may run one frame longer to follow a clock
+        bs = self.block_size + 1
+        self.vin = np.zeros((bs, ch), np.float32)
+        self.vout = np.zeros((bs, ch), np.float32)
+        self.vclick = np.zeros(bs, np.float32)
         self.mix = np.zeros((bs, ch), np.float32)
         # the mixing plan of every row (see _plan_column and rtcore.kernels.mix_rows): how
         # it reaches the mix, its steady gain, its column's read position and stack, and
@@ -290,7 +359,10 @@ class Engine:
         self.rejects = 0
         self.last_reject = 0
         self.midi_in_events = 0
+        self.midi_malformed = 0
+        self.midi_mapped = 0
         self._schedule_next_beat(0)
+        warm_up_sync()
         # compile (or load) the kernels for these argument types now, not in the callback
         mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
         begin_block(self.zeros_in, 0, self.ring, 0, self.skip_click)
@@ -316,6 +388,9 @@ class Engine:
                 raise CommandError(f"{where} has nothing to undo")
             if op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len:
                 raise CommandError(f"{where} has nothing to redo")
+        elif op in (C.OP_TEMPO, C.OP_TAP) and self.sync_midi:
+            raise CommandError(f"{cmd.name}: the tempo follows the MIDI clock (sync midi); "
+                               f"/ouro/sync internal first")
         elif op in (C.OP_TEMPO, C.OP_TAP) and self._loops_exist():
             raise CommandError(
                 f"{cmd.name}: tempo cannot change while loops exist (clear them first)")
@@ -354,17 +429,61 @@ class Engine:
             self._drain_io()
         if self.commands:
             self._drain_commands()
-        if midi_in is not None:
-            self.midi_in_events += midi_in.count
         if midi_out is not None and midi_out.count:
             midi_out.clear()
+        self.mo = midi_out
         start = self.frame
-        begin_block(inputs, n, self.ring, start, click_out)
-        self._run(n, click_out, inputs)
-        # main out = mix * master + input * monitor; the click at its volume
+        self.block_start = start
+        self.block_frames = n
+        self.mi = midi_in
+        if midi_in is not None and midi_in.count:
+            self.midi_in_events += midi_in.count
+            self.mi_at = 0
+            self.next_midi = start + min(max(int(midi_in.frames[0]), 0), n - 1)
+        slip = self._follow_block(n) if self.sync_midi else 0
+        if slip == 0:
+            begin_block(inputs, n, self.ring, start, click_out)
+            self._run(n, click_out, inputs)
+            # main out = mix * master + input * monitor; the click at its volume
+            monitor = self.monitor
+            end_block(self.mix, inputs, main_out, click_out, start, n, self.ramps,
+                      monitor.target != 0.0 or start < monitor.end)
+        else:
+            self._run_slipped(inputs, main_out, click_out, n, slip)
+        self.host_frame += n
+        self.next_midi = -1
+        self.mi = None
+        self.mo = None
+
+    def _run_slipped(self, inputs: Audio, main_out: Audio, click_out: Audio, n: int,
+                     slip: int) -> None:
+        """Run ``n + slip`` engine frames for ``n`` host frames: the input's last frame is
+        doubled (or dropped) going in and the output's last frame dropped (or doubled)
+        coming out. One frame a block at most; see :meth:`_follow_block`."""
+        m = n + slip
+        start = self.frame
+        vin = self.vin[:m]
+        vout = self.vout[:m]
+        vclick = self.vclick[:m]
+        if slip > 0:
+            np.copyto(vin[:n], inputs)
+            np.copyto(vin[n:], inputs[n - 1:])
+        else:
+            np.copyto(vin, inputs[:m])
+        begin_block(vin, m, self.ring, start, vclick)
+        self._run(m, vclick, vin)
         monitor = self.monitor
-        end_block(self.mix, inputs, main_out, click_out, start, n, self.ramps,
+        end_block(self.mix, vin, vout, vclick, start, m, self.ramps,
                   monitor.target != 0.0 or start < monitor.end)
+        if slip > 0:
+            np.copyto(main_out, vout[:n])
+            np.copyto(click_out, vclick[:n])
+        else:
+            np.copyto(main_out[:m], vout)
+            np.copyto(main_out[m:], vout[m - 1:])
+            np.copyto(click_out[:m], vclick)
+            np.copyto(click_out[m:], vclick[m - 1:])
+        self.slips += 1
 
     def skip(self, missed_frames: int) -> None:
         """An xrun: ``missed_frames`` were never seen. Advance everything through the gap as
@@ -374,6 +493,8 @@ class Engine:
             return
         self.xruns += 1
         self.missed_frames += missed_frames
+        self.host_frame += missed_frames
+        self.out_relocate = self.out_running  # the gap's ticks are lost: tell where we are
         self._drain_io()
         self._drain_commands()
         left = missed_frames
@@ -383,6 +504,10 @@ class Engine:
             begin_block(self.zeros_in, n, self.ring, start, self.skip_click)
             self._run(n, None, self.zeros_in)
             left -= n
+        # the gap's clock ticks are lost (a song position goes out instead)
+        while self.next_tick_frame < self.frame:
+            self.next_tick += 1
+            self.next_tick_frame = self._tick_frame(self.next_tick)
 
     def _run(self, n: int, click_out: Audio | None, inputs: Audio) -> None:
         """Advance ``n`` frames, splitting at beat boundaries and recording ends."""
@@ -390,6 +515,8 @@ class Engine:
         end = self.frame + n
         while self.frame < end:
             now = self.frame
+            if now == self.next_midi:
+                self._midi_events(now)
             if now == self.next_beat_frame:
                 self._beat_boundary(now)
             if now == self.next_rec_end:
@@ -399,6 +526,10 @@ class Engine:
                 stop = self.next_beat_frame
             if now < self.next_rec_end < stop:
                 stop = self.next_rec_end
+            if now < self.next_midi < stop:
+                stop = self.next_midi
+            if self.clock_out and self.next_tick_frame < stop and self.mo is not None:
+                self._send_ticks(stop)
             m = stop - now
             if self.capturing:
                 # before mixing: a loop may play what was recorded earlier in this block
@@ -539,34 +670,310 @@ class Engine:
             self._apply_command(cmd, frame)
 
     def _apply_command(self, cmd: Command, frame: int) -> None:
-        op = cmd.op
-        if cmd.quantized and op != C.OP_TEMPO:
-            cell = self.cells[cmd.column][cmd.row]
-            cell.pending = op  # the last command before the boundary wins
+        self._apply(cmd.op, cmd.column, cmd.row, cmd.value, cmd.gain, frame)
+
+    def _apply(self, op: int, column: int, row: int, value: float, gain: float,
+               frame: int) -> None:
+        if op in _CELL_OPS:
+            self.cells[column][row].pending = op  # the last command before the boundary wins
             return
         now = self.frame
         if op == C.OP_TEMPO:
-            self.pending_tempo = cmd.value
+            self.pending_tempo = value
         elif op == C.OP_VOLUME:
-            cell = self.cells[cmd.column][cmd.row]
-            cell.volume = cmd.value
+            cell = self.cells[column][row]
+            cell.volume = value
             if self._audible(cell):
-                cell.gain.set(cmd.value, now, self.smoothing_frames)
+                cell.gain.set(value, now, self.smoothing_frames)
                 self.columns[cell.column].plan_dirty = True
         elif op == C.OP_SELECT:
-            self.selected = (cmd.column, cmd.row)
+            self.selected = (column, row)
         elif op == C.OP_TAP:
             self._tap(frame)
         elif op == C.OP_CLICK:
-            self.click_on = cmd.value == 1.0
+            self.click_on = value == 1.0
         elif op == C.OP_CLICK_VOLUME:
-            self.click_gain.set(cmd.value, now, self.smoothing_frames)
+            self.click_gain.set(value, now, self.smoothing_frames)
         elif op == C.OP_MASTER_VOLUME:
-            self.master.set(cmd.value, now, self.smoothing_frames)
+            self.master.set(value, now, self.smoothing_frames)
         elif op == C.OP_MONITOR:
-            self.monitor_on = cmd.value == 1.0
-            self.monitor_gain = cmd.gain
-            self.monitor.set(cmd.gain if self.monitor_on else 0.0, now, self.smoothing_frames)
+            self.monitor_on = value == 1.0
+            self.monitor_gain = gain
+            self.monitor.set(gain if self.monitor_on else 0.0, now, self.smoothing_frames)
+        elif op == C.OP_SYNC:
+            midi = value == 1.0
+            if midi and not self.sync_midi:
+                self.follower.reset()
+                self.clock_lost = True
+                self.ext_locked = False
+                self.ext_relocate = -1
+            self.sync_midi = midi
+        elif op == C.OP_CLOCK_OUT:
+            on = value == 1.0
+            if on and not self.clock_out:
+                self._reschedule_ticks(now)
+            elif not on and self.out_running:
+                self._midi_out(now, _STOP_MSG)
+                self.out_running = False
+            self.clock_out = on
+        elif op == C.OP_COUNT_IN:
+            self.count_in_on = value == 1.0
+
+    # ------------------------------------------------------------------ MIDI in
+
+    def _midi_events(self, now: int) -> None:
+        """Every MIDI input event of the block at frame ``now``, in order."""
+        mi = self.mi
+        assert mi is not None
+        off = now - self.block_start
+        last = self.block_frames - 1
+        i = self.mi_at
+        count = mi.count
+        while i < count and min(max(int(mi.frames[i]), 0), last) <= off:
+            self._midi_message(mi, i, now)
+            i += 1
+        self.mi_at = i
+        self.next_midi = (self.block_start + min(max(int(mi.frames[i]), 0), last)
+                          if i < count else -1)
+
+    def _midi_message(self, mi: MidiBuffer, i: int, now: int) -> None:
+        size = int(mi.sizes[i])
+        data = mi.data[i]
+        status = int(data[0])
+        # a message must have its status byte, exactly the data bytes that status takes
+        # (from mido's table), and data bytes below 0x80; anything else is dropped, counted
+        if size != MESSAGE_LENGTH[status] or (size > 1 and int(data[1]) > 0x7F) or (
+                size > 2 and int(data[2]) > 0x7F):
+            self.midi_malformed += 1
+            return
+        if status >= 0xF0:
+            if self.sync_midi:
+                if status == CLOCK:
+                    self._ext_tick(now)
+                elif status == START or status == CONTINUE or status == STOP:
+                    self._ext_transport(status, now)
+                elif status == SONG_POSITION:
+                    self.ext_spp = (int(data[1]) | int(data[2]) << 7) * 6
+                    if self.ext_running:
+                        self.ext_relocate = self.ext_spp
+            return
+        kind = status & 0xF0
+        number = int(data[1])
+        value = int(data[2]) if size > 2 else 0
+        if kind == NOTE_ON and value == 0:
+            return  # a note off
+        if kind != NOTE_ON and kind != CONTROL_CHANGE and kind != PROGRAM_CHANGE:
+            return
+        previous = 0
+        if kind == CONTROL_CHANGE:
+            k = (status & 0x0F) << 7 | number
+            previous = self.cc_last[k]
+            self.cc_last[k] = value
+        if self.learn_armed:
+            learned = self.learned
+            learned[0] = size
+            learned[1] = status
+            learned[2] = number
+            learned[3] = value
+            self.learn_armed = False
+            self.learn_seq += 1
+            return
+        actions = self.midi_map.get(status << 8 | number)
+        if actions is None:
+            return
+        self.midi_mapped += 1
+        for action in actions:
+            if action[4] == PRESS:
+                if kind == CONTROL_CHANGE and not previous < CC_ON <= value:
+                    continue
+                v = action[3]
+            else:
+                v = action_value(action, value)
+            self._midi_command(action[0], action[1], action[2], v, now)
+
+    def _midi_command(self, op: int, column: int, row: int, value: float, now: int) -> None:
+        """A mapped command: the checks :meth:`submit` makes, as a refusal counted in the
+        status instead of an exception."""
+        if op in _CELL_OPS:
+            cell = self.cells[column][row]
+            has = cell.take is not None or cell.state == RECORDING
+            if ((op == C.OP_PLAY or op == C.OP_SOLO) and not has
+                    and cell.pending != C.OP_RECORD) or (
+                    op == C.OP_UNDO and cell.state != RECORDING and cell.hist_pos < 0) or (
+                    op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len):
+                self._reject(8)
+                return
+        elif op == C.OP_TEMPO or op == C.OP_TAP:
+            if self.sync_midi:
+                self._reject(9)
+                return
+            if self._loops_exist_rt():
+                self._reject(6)
+                return
+        self._apply(op, column, row, value, self.monitor_gain, now)
+
+    # ------------------------------------------------------------------ MIDI clock in
+
+    def _ext_tick(self, now: int) -> None:
+        fol = self.follower
+        fol.tick(self.host_frame + (now - self.block_start))
+        self.clock_lost = False
+        if self.ext_relocate >= 0:  # Start, Continue or a song position: this tick is it
+            self.ext_song_tick0 = fol.index - self.ext_relocate
+            self.ext_relocate = -1
+            self.ext_locked = False
+        song_tick = fol.index - self.ext_song_tick0
+        if not self.ext_locked:
+            if song_tick % TICKS_PER_BEAT or fol.period <= 0.0:
+                return
+            # this tick is a beat: from here the grid sits on the external beats
+            song_beat = song_tick // TICKS_PER_BEAT
+            k = self.next_beat
+            self.ext_origin_beat = k - song_beat
+            self.bar_origin = self.ext_origin_beat
+            self.ext_locked = True
+            self.ext_relocations += 1
+            if not self._loops_exist_rt():
+                self._set_spb(fol.period * TICKS_PER_BEAT)
+            self.anchor_beat = k
+            self.anchor_frame = now
+            self.next_beat_frame = now
+            self.song_beat_at_boundary = song_beat
+            if self.ext_running:
+                self._resume_paused()
+            self._reschedule_ticks(now)
+            return
+        if not self._loops_exist_rt():
+            self._place_grid(now)
+
+    def _place_grid(self, now: int) -> None:
+        """No loops: the tempo is free, so the next beat goes where the fit puts it."""
+        fol = self.follower
+        spb = fol.period * TICKS_PER_BEAT
+        if not TEMPO_MIN_BPM <= self.sample_rate * 60.0 / spb <= TEMPO_MAX_BPM:
+            return
+        k = self.next_beat
+        at = fol.frame_of(self.ext_song_tick0 + (k - self.ext_origin_beat) * TICKS_PER_BEAT)
+        f = round(at) + (self.block_start - self.host_frame)
+        self._set_spb(spb)
+        self.anchor_beat = k
+        self.anchor_frame = max(f, now)
+        self.next_beat_frame = self.anchor_frame
+        if self.clock_out:
+            self._reschedule_ticks(now)
+
+    def _set_spb(self, spb: float) -> None:
+        self.spb = spb
+        self.tempo_bpm = self.sample_rate * 60.0 / spb
+
+    def _follow_block(self, n: int) -> int:
+        """With loops the tempo is fixed, so the engine keeps its beats on the clock's by
+        running a frame more or less in a block: 1, -1 or 0 frames to slip now."""
+        fol = self.follower
+        if not self.clock_lost and fol.lost(self.host_frame):
+            self.clock_lost = True
+        if self.clock_lost or not self.ext_locked or not self._loops_exist_rt():
+            return 0
+        at = fol.frame_of(self.ext_song_tick0
+                          + (self.next_beat - self.ext_origin_beat) * TICKS_PER_BEAT)
+        late = (self.next_beat_frame - self.frame) - (at - self.host_frame)
+        if late > 1.0 and n > 1:
+            return 1
+        if late < -1.0 and n > 1:
+            return -1
+        return 0
+
+    def _ext_transport(self, status: int, now: int) -> None:
+        if status == STOP:
+            if self.ext_running and self.follower.index >= 0:
+                self.ext_spp = self.follower.index + 1 - self.ext_song_tick0
+            self.ext_running = False
+            self._pause_all(now)
+            return
+        self.ext_running = True
+        self.ext_relocate = 0 if status == START else self.ext_spp
+
+    def _pause_all(self, now: int) -> None:
+        """The external transport stopped: every running cell stops now (recordings are
+        cancelled) and is remembered, to play again when the transport starts."""
+        for col in self.columns:
+            touched = False
+            for cell in self.cells[col.index]:
+                if cell.state == RECORDING:
+                    self._cancel(col, cell, now)
+                    touched = True
+                elif cell.state == PLAYING or cell.state == SOLO:
+                    if self.npaused < len(self.paused):
+                        self.paused[self.npaused] = cell
+                        self.npaused += 1
+                    cell.resume = C.OP_SOLO if cell.state == SOLO else C.OP_PLAY
+                    self._set_state(cell, IDLE, now)
+                    touched = True
+            if touched:
+                self._update_column(col, now)
+
+    def _resume_paused(self) -> None:
+        for i in range(self.npaused):
+            cell = self.paused[i]
+            assert cell is not None
+            if cell.take is not None and cell.state == IDLE and not cell.pending:
+                cell.pending = cell.resume
+            self.paused[i] = None
+        self.npaused = 0
+
+    # ------------------------------------------------------------------ MIDI clock out
+
+    def _midi_out(self, f: int, message: tuple[int, ...]) -> None:
+        mo = self.mo
+        if mo is not None:
+            mo.add(min(max(f - self.block_start, 0), self.block_frames - 1), message)
+
+    def _tick_frame(self, t: int) -> int:
+        return self.anchor_frame + round(
+            (t - self.anchor_beat * TICKS_PER_BEAT) * self.spb / TICKS_PER_BEAT)
+
+    def _reschedule_ticks(self, now: int) -> None:
+        """The grid moved (a tempo change, a relocation): the next tick, at or after
+        ``now``, from the new grid; never one already sent."""
+        per = self.spb / TICKS_PER_BEAT
+        t = self.anchor_beat * TICKS_PER_BEAT + math.ceil((now - self.anchor_frame) / per)
+        while t > self.next_tick and self._tick_frame(t - 1) >= now:
+            t -= 1
+        while self._tick_frame(t) < now:
+            t += 1
+        self.next_tick = max(t, self.next_tick)
+        self.next_tick_frame = max(self._tick_frame(self.next_tick), now)
+
+    def _send_ticks(self, stop: int) -> None:
+        """Every clock tick before ``stop``, at its exact frame."""
+        while self.next_tick_frame < stop:
+            t = self.next_tick
+            f = self.next_tick_frame
+            song = t - self.out_song_tick0
+            if self.out_relocate and song % 6 == 0:
+                # after an xrun: where the song is, then go on from there
+                self._midi_out(f, song_position_bytes(song // 6))
+                self._midi_out(f, _CONTINUE_MSG)
+                self.out_relocate = False
+            self._midi_out(f, _CLOCK_MSG)
+            self.next_tick = t + 1
+            self.next_tick_frame = self._tick_frame(t + 1)
+
+    def _transport_out(self, f: int, k: int) -> None:
+        """Start when the first loop starts from silence, Stop when everything stops."""
+        running = False
+        for col in self.columns:
+            if col.running:
+                running = True
+                break
+        if running and not self.out_running:
+            self.out_running = True
+            self.out_song_tick0 = k * TICKS_PER_BEAT
+            self.out_relocate = False
+            self._midi_out(f, _START_MSG)
+        elif not running and self.out_running:
+            self.out_running = False
+            self._midi_out(f, _STOP_MSG)
 
     def _tap(self, frame: int) -> None:
         if self.ntaps and frame - self.taps[(self.ntaps - 1) % TAP_KEEP] > (
@@ -612,15 +1019,57 @@ class Engine:
                 self.spb = self.sample_rate * 60.0 / self.tempo_bpm
                 self.anchor_frame = f
                 self.anchor_beat = k
+                self.bar_origin = k
+                if self.clock_out:
+                    self._reschedule_ticks(f)
             self.pending_tempo = 0.0
-        for col in self.columns:
-            self._column_boundary(col, f, k)
-        if self.click_on:
-            self.click_tone = self.click_tones[0 if (k - self.anchor_beat) %
+        counting = self._count_in(k)
+        if not counting:
+            for col in self.columns:
+                self._column_boundary(col, f, k)
+        if self.song_beat_at_boundary >= 0:
+            self._relocate_columns(self.song_beat_at_boundary)
+            self.song_beat_at_boundary = -1
+        if self.click_on or counting:
+            self.click_tone = self.click_tones[0 if (k - self.bar_origin) %
                                                self.beats_per_bar == 0 else 1]
             self.click_pos = 0
+        if self.clock_out:
+            self._transport_out(f, k)
         self.next_beat = k + 1
         self.next_beat_frame = self._beat_frame(k + 1)
+
+    def _count_in(self, k: int) -> bool:
+        """True while a count-in holds the cells' pending commands back (beat ``k``)."""
+        if self.count_in_until >= 0:
+            if k < self.count_in_until:
+                return True
+            self.count_in_until = -1
+            return False
+        if not self.count_in_on or (self.sync_midi and self.ext_locked):
+            return False
+        pending = False
+        for col in self.columns:
+            if col.running:
+                return False
+            for cell in self.cells[col.index]:
+                if cell.pending == C.OP_RECORD:
+                    pending = True
+        if not pending:
+            return False
+        # a bar of click first; the recording then starts on its beat 1
+        self.count_in_until = k + self.beats_per_bar
+        self.bar_origin = k
+        return True
+
+    def _relocate_columns(self, song_beat: int) -> None:
+        """The external song position jumped: running columns go where a loop started at
+        song position 0 would be."""
+        for col in self.columns:
+            if col.running and col.beats:
+                col.pos = round((song_beat % col.beats) * self.spb) % col.length
+                col.rpos = col.pos
+                col.plan_dirty = True
 
     def _loops_exist_rt(self) -> bool:
         for col in self.columns:
@@ -1043,7 +1492,7 @@ class Engine:
     def status(self) -> dict[str, Any]:
         """The status document (same shape offline and live). Not real-time."""
         bpb = self.beats_per_bar
-        beat_in_bar = ((self.beat - self.anchor_beat) % bpb) if self.beat >= 0 else -1
+        beat_in_bar = ((self.beat - self.bar_origin) % bpb) if self.beat >= 0 else -1
         return {
             "sample_rate": self.sample_rate,
             "block_size": self.block_size,
@@ -1054,7 +1503,7 @@ class Engine:
             "beat": self.beat,
             "beat_in_bar": beat_in_bar,
             "next_beat_frame": self.next_beat_frame,
-            "sync": "internal",
+            "sync": "midi" if self.sync_midi else "internal",
             "selected": list(self.selected),
             "master_volume": self.master.target,
             "monitor": {"on": self.monitor_on, "gain": self.monitor_gain},
@@ -1065,6 +1514,10 @@ class Engine:
             "rejected": self.rejects,
             "last_rejected": REJECT_NAMES.get(self.last_reject, ""),
             "midi_in_events": self.midi_in_events,
+            "count_in": {"on": self.count_in_on,
+                         "beats_left": max(0, self.count_in_until - self.beat - 1)
+                         if self.count_in_until >= 0 else 0},
+            "midi": self._midi_status(),
             "pool": {"free_chunks": len(self.pool.chunks), "chunk_frames": self.chunk_frames},
             "columns": [
                 {"beats": col.beats, "length_frames": col.length, "position": col.pos,
@@ -1073,6 +1526,30 @@ class Engine:
             ],
             "cells": [[self._cell_status(col, cell) for cell in self.cells[col.index]]
                       for col in self.columns],
+        }
+
+    def _midi_status(self) -> dict[str, Any]:
+        fol = self.follower
+        if not self.sync_midi:
+            clock_state = "off"
+        elif fol.index < 0:
+            clock_state = "waiting"
+        elif self.clock_lost:
+            clock_state = "lost: keeping the last tempo"
+        else:
+            clock_state = "following" if self.ext_locked else "waiting for a beat"
+        return {
+            "in": {"events": self.midi_in_events, "malformed": self.midi_malformed,
+                   "mapped": self.midi_mapped, "map_inputs": len(self.midi_map),
+                   "learning": self.learn_armed, "learned": self.learn_seq},
+            "clock_in": {"state": clock_state, "tempo": round(fol.tempo_bpm(), 4),
+                         "ticks": fol.ticks, "jitter_ms":
+                         round(float(fol.fit[2]) * 1000.0 / self.sample_rate, 3),
+                         "tempo_restarts": fol.restarts, "transport":
+                         "playing" if self.ext_running else "stopped",
+                         "relocations": self.ext_relocations, "slipped_frames": self.slips},
+            "clock_out": {"on": self.clock_out,
+                          "transport": "playing" if self.out_running else "stopped"},
         }
 
     def _cell_status(self, col: Column, cell: Cell) -> dict[str, Any]:

@@ -464,8 +464,10 @@ class JackHost:
             for i in range(count):
                 if _lib.jack_midi_event_get(event, buf, i) == 0:
                     size = event.size
-                    if size <= MAX_MESSAGE_BYTES:  # SysEx is not for the looper
+                    if size <= MAX_MESSAGE_BYTES:
                         midi.add(event.time, event.buffer[0:size])
+                    else:  # SysEx is not for the looper: counted, not copied
+                        midi.dropped += 1
 
     def _write_midi(self, frames: int) -> None:
         buf = _lib.jack_port_get_buffer(self._midi_out_ptr, frames)  # cleared by cycle_out

@@ -26,12 +26,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rtcore.commands import Command
+from rtcore.commands import Command, parse_args
 from rtcore.config import EngineConfig
 from rtcore.engine import Engine
-from rtcore.errors import ConfigError, OuroError
+from rtcore.errors import CommandError, ConfigError, OuroError
 from rtcore.ioside import IOSide, IOThread
-from rtcore.session import save_session, write_json_atomic
+from rtcore.midimap import MidiMap, binding_from_message, configured_map, load_map
+from rtcore.session import save_session, write_json_atomic, write_text_atomic
 
 DEFAULT_OSC_PORT = 9951
 PEDAL_DATA_DIR = Path("/var/lib/ouroboros")
@@ -316,6 +317,89 @@ class GcGuard:
                 "in_audio_thread": self.in_audio_thread}
 
 
+LEARNED_MAP = "midi_map.toml"  # in the data directory: the map with learned bindings
+
+
+class MidiMapKeeper:
+    """The MIDI map in use: the configured one, or the learned one kept in the data
+    directory, which supersedes it until ``/ouro/midi/reset``. Learning arms the engine to
+    catch the next note, controller or program change; :meth:`poll` (main thread) turns what
+    it caught into a binding, saves the map and answers the one who asked."""
+
+    def __init__(self, engine: Engine, configured: str, data_dir: Path):
+        self.engine = engine
+        self.configured = configured
+        self.path = data_dir / LEARNED_MAP
+        self.problem = ""
+        self.map = self._configured()
+        if self.path.exists():
+            try:
+                self.map = load_map(self.path, columns=engine.ncols, rows=engine.nrows)
+            except ConfigError as exc:
+                self.problem = f"{exc}; using the configured map instead"
+        engine.midi_map = self.map.table
+        self._pending: tuple[Command, Any, int] | None = None
+
+    def _configured(self) -> MidiMap:
+        eng = self.engine
+        return configured_map(self.configured, columns=eng.ncols, rows=eng.nrows)
+
+    def request(self, name: str, args: list[Any], reply: Any) -> bytes:
+        from rtcore.osc import osc_text
+
+        eng = self.engine
+        if name == "learn":
+            if not args or not isinstance(args[0], str):
+                raise CommandError("midi/learn: takes a command and its arguments, "
+                                   "e.g. /ouro/midi/learn record 0 0")
+            cmd = parse_args(args[0], args[1:], columns=eng.ncols, rows=eng.nrows)
+            self._pending = (cmd, reply, eng.learn_seq)
+            eng.learn_armed = True
+            return osc_text("/ouro/midi/learning", f"send the note, controller or program "
+                            f"change to bind to {cmd.name}")
+        if args:
+            raise CommandError(f"midi/{name}: takes no arguments, got {len(args)}")
+        if name == "unlearn":
+            eng.learn_armed = False
+            self._pending = None
+            return osc_text("/ouro/midi/learning", "off")
+        if name == "reset":
+            self.path.unlink(missing_ok=True)
+            self.map = self._configured()
+            eng.midi_map = self.map.table
+            self.problem = ""
+        return osc_text("/ouro/midi/map", self.map.to_toml())
+
+    def poll(self) -> None:
+        from rtcore.osc import osc_text
+
+        pending = self._pending
+        eng = self.engine
+        if pending is None or eng.learn_seq == pending[2]:
+            return
+        self._pending = None
+        cmd, reply, _ = pending
+        size, status, number, value = eng.learned
+        message = bytes((status, number, value)[:size])
+        try:
+            binding = binding_from_message(message, cmd)
+        except OuroError as exc:
+            reply(osc_text("/ouro/error", f"midi/learn: {exc}"))
+            return
+        self.map = self.map.with_binding(binding)
+        eng.midi_map = self.map.table  # one reference: the audio thread sees old or new
+        try:
+            write_text_atomic(self.path, self.map.to_toml())
+            saved = ""
+        except OSError as exc:
+            saved = f" (not saved: {exc})"
+        reply(osc_text("/ouro/midi/learned", binding.describe() + saved))
+
+    def status(self) -> dict[str, Any]:
+        return {"source": str(self.path) if self.path.exists() else self.configured,
+                "bindings": len(self.map.bindings), "problem": self.problem}
+
+
 class LiveEngine:
     """The running engine as the OSC server sees it (the ``Controller`` protocol)."""
 
@@ -330,9 +414,13 @@ class LiveEngine:
         self.wakeup: CpuWakeupGuard | None = None
         self.memory: MemoryLock | None = None
         self.started = time.time()
+        self.midi_map = MidiMapKeeper(engine, settings.engine.midi_map, settings.data_dir)
 
     def submit(self, cmd: Command) -> None:
         self.engine.submit(cmd)
+
+    def midi_request(self, name: str, args: list[Any], reply: Any) -> bytes:
+        return self.midi_map.request(name, args, reply)
 
     def status(self) -> dict[str, Any]:
         doc = self.engine.status()
@@ -341,6 +429,8 @@ class LiveEngine:
         doc["callback"] = host.pop("callback")
         doc["jack"] = host
         doc["latency_frames"] = self.engine.latency_frames
+        doc["midi"]["map"] = self.midi_map.status()
+        doc["midi"]["in"]["dropped"] = self.host.midi_in.dropped
         doc["osc"] = self.osc.stats() if self.osc is not None else {}
         doc["gc"] = self.gc.status() if self.gc is not None else {}
         doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
@@ -408,6 +498,7 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
                 if host.state != state:
                     out(f"ouro engine: JACK {host.state}"
                         + (f" ({host.lost_reason})" if host.state == "lost" else ""))
+                live.midi_map.poll()
                 if time.monotonic() >= next_gc:
                     guard.collect()
                     next_gc = time.monotonic() + settings.gc_interval_s

@@ -7,9 +7,27 @@ ports, and that ``ouro offline`` fills from a script's ``midi`` events.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from mido.messages.specs import SPEC_BY_STATUS
 
 MAX_MESSAGE_BYTES = 3
+
+
+def _message_lengths() -> tuple[int, ...]:
+    """For every first byte, how many bytes its message has; 0 where none can start
+    (data bytes, undefined status bytes) or where it does not fit a short event (SysEx)."""
+    lengths = [0] * 256
+    for status, spec in SPEC_BY_STATUS.items():
+        length = spec["length"]
+        if not math.isinf(length) and length <= MAX_MESSAGE_BYTES:
+            lengths[status] = int(length)
+    return tuple(lengths)
+
+
+# mido's table of message lengths, as the audio thread reads it: a tuple indexed by byte
+MESSAGE_LENGTH = _message_lengths()
 
 
 class MidiBuffer:

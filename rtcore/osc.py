@@ -40,6 +40,7 @@ from rtcore.commands import (
     _VALUE_KIND,  # the vocabulary's own table of value kinds, so signature() never drifts
     LEVEL,
     OPTIONAL_ARGS,
+    SOURCE,
     SWITCH,
     VOCABULARY,
     Command,
@@ -49,11 +50,14 @@ from rtcore.errors import ConfigError, OuroError
 
 __all__ = [
     "DEFAULT_PORT",
+    "MIDI_ADDRESSES",
     "PREFIX",
     "SERVER_ADDRESSES",
     "Controller",
+    "MidiController",
     "OscError",
     "OscServer",
+    "osc_text",
     "signature",
 ]
 
@@ -63,6 +67,8 @@ PREFIX = "/ouro/"
 DEFAULT_PORT = 9951
 # Addresses the server answers itself, besides the command vocabulary.
 SERVER_ADDRESSES = ("status", "subscribe", "unsubscribe", "ping")
+# MIDI map addresses (answered by the controller's ``midi_request``, see docs/osc.md)
+MIDI_ADDRESSES = ("midi/learn", "midi/unlearn", "midi/map", "midi/reset")
 
 # Commands and controller packets are a few dozen bytes; refusing big packets before
 # parsing keeps the worst case per packet small.
@@ -110,6 +116,15 @@ class Controller(Protocol):
         ...
 
 
+class MidiController(Controller, Protocol):
+    """A controller that also keeps a MIDI map (the live engine does)."""
+
+    def midi_request(self, name: str, args: list[Any], reply: Any) -> bytes:
+        """Handle ``/ouro/midi/<name>``; returns a datagram to answer with, or b"".
+        ``reply(dgram)`` sends one later (a learned binding arrives with the MIDI)."""
+        ...
+
+
 def signature(name: str) -> str:
     """The OSC arguments of a command, as ``docs/osc.md`` lists them.
 
@@ -127,7 +142,8 @@ def signature(name: str) -> str:
         elif arg == "gain":
             tag = "f"
         else:
-            tag = "i" if _VALUE_KIND.get(name, LEVEL) == SWITCH else "f"
+            kind = _VALUE_KIND.get(name, LEVEL)
+            tag = "i" if kind == SWITCH else "s" if kind == SOURCE else "f"
         part = f"{arg} {tag}"
         parts.append(f"[{part}]" if arg in OPTIONAL_ARGS else part)
     return ", ".join(parts) or "-"
@@ -370,10 +386,16 @@ class OscServer:
             elif name == "unsubscribe":
                 self._no_args(name, args)
                 self._subs.pop(sender, None)
+            elif name in MIDI_ADDRESSES:
+                handler = getattr(ctl, "midi_request", None)
+                if handler is None:
+                    raise _Refused(f"{name}: this server keeps no MIDI map")
+                reply = handler(name[len("midi/"):], list(args),
+                                lambda dgram, to=sender: self._send(to, dgram, reply=True))
             else:
                 self._error(sender, f"unknown address {_short(address)!r}: commands are "
                                     f"{PREFIX}{{{','.join(VOCABULARY)}}}; also "
-                                    f"{PREFIX}{{{','.join(SERVER_ADDRESSES)}}}")
+                                    f"{PREFIX}{{{','.join(SERVER_ADDRESSES + MIDI_ADDRESSES)}}}")
                 return
             # counted before the reply goes out, so whoever got the reply sees the count
             self._counts["handled"] += 1
@@ -511,6 +533,11 @@ def _why(exc: BaseException) -> str:
 def _osc_string(data: bytes) -> bytes:
     # OSC strings end with a NUL and are padded with NULs to a multiple of 4 bytes
     return data + b"\x00" * (4 - len(data) % 4)
+
+
+def osc_text(address: str, *texts: str) -> bytes:
+    """An OSC message of string arguments, for the controller's replies."""
+    return _osc(address, *(_clip(t) for t in texts))
 
 
 def _osc(address: str, *texts: str) -> bytes:

@@ -31,8 +31,13 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     _fsync_rename(tmp, path)
 
 

@@ -35,6 +35,9 @@ EVERY = {
     "master_volume": ({"value": 2}, [2], {"value": 2.0}, C.OP_MASTER_VOLUME, False),
     "monitor": ({"value": 1, "gain": 0.5}, [1, 0.5], {"value": 1.0, "gain": 0.5},
                 C.OP_MONITOR, False),
+    "sync": ({"value": "midi"}, ["midi"], {"value": 1.0}, C.OP_SYNC, False),
+    "clock_out": ({"value": 1}, [1], {"value": 1.0}, C.OP_CLOCK_OUT, False),
+    "count_in": ({"value": 0}, [0], {"value": 0.0}, C.OP_COUNT_IN, False),
 }
 
 

@@ -33,6 +33,7 @@ from rtcore.ioside import IOSide
 from rtcore.osc import (
     MAX_MESSAGES_PER_PACKET,
     MAX_PACKET_BYTES,
+    MIDI_ADDRESSES,
     SERVER_ADDRESSES,
     OscError,
     OscServer,
@@ -242,6 +243,9 @@ ROUTED: list[tuple[str, tuple[Any, ...], bool]] = [
     ("click_volume", (0.25,), True),
     ("master_volume", (0.75,), True),
     ("monitor", (1, 0.5), True),
+    ("sync", ("midi",), True),
+    ("clock_out", (1,), True),
+    ("count_in", (1,), True),
 ]
 
 
@@ -664,11 +668,11 @@ def test_a_port_in_use_raises_osc_error_naming_it(engine: Engine) -> None:
 def test_the_docs_list_every_address() -> None:
     doc = (ROOT / "docs" / "osc.md").read_text()
     rows = {m.group(1): m.group(2) for m in re.finditer(
-        r"^\| `/ouro/(\w+)` \| ([^|]*) \|", doc, re.MULTILINE)}
+        r"^\| `/ouro/([\w/]+)` \| ([^|]*) \|", doc, re.MULTILINE)}
     for name in VOCABULARY:
         assert name in rows, f"/ouro/{name} is not in the table of docs/osc.md"
         assert rows[name].strip() == f"{signature(name)}", name
-    for name in SERVER_ADDRESSES:
+    for name in SERVER_ADDRESSES + MIDI_ADDRESSES:
         assert name in rows, f"/ouro/{name} is not in the table of docs/osc.md"
 
 
