@@ -1,5 +1,5 @@
 """The ``ouro`` command: ``start``, ``engine``, ``offline``, ``demo``, ``bench engine``,
-``bench live``."""
+``bench live``, ``bench midi``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--baseline-seconds", type=float, default=10.0,
                    help="seconds of counting the idle server's xruns first")
 
+    b = bsub.add_parser("midi", help="MIDI clock: master tick placement, follower accuracy")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--seconds", type=float, default=600.0,
+                   help="length of the master and drift runs (default 10 minutes)")
+    b.add_argument("--block-size", type=int, default=64)
+    b.add_argument("--seed", type=int, default=1, help="seed of the clock's jitter")
+
     args = parser.parse_args(argv)
     if args.command == "start":
         return _start(args)
@@ -78,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         from rtcore.demo import run_demo
 
         return run_demo(args.out)
+    if args.command == "bench" and args.bench == "midi":
+        if not (math.isfinite(args.seconds) and 60 <= args.seconds <= 7200):
+            parser.error(f"--seconds must be 60..7200, got {args.seconds}")
+        if not 16 <= args.block_size <= 8192:
+            parser.error(f"--block-size must be between 16 and 8192, got {args.block_size}")
+        from rtcore.bench_midi import bench_midi, format_midi_report
+
+        midi_report = bench_midi(args.seconds, args.block_size, args.seed)
+        print(json.dumps(midi_report) if args.json else format_midi_report(midi_report))
+        return 0
     if args.command == "bench":
         try:
             sizes = tuple(int(s) for s in args.block_sizes.split(","))

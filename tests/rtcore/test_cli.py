@@ -171,3 +171,26 @@ def test_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for name in ("offline", "demo", "bench"):
         assert name in out
+
+
+@pytest.mark.slow
+def test_bench_midi_prints_its_figures_and_meets_the_targets():
+    proc = ouro("bench", "midi", "--json", "--seconds", "60", "--block-size", "128")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    master, follow, drift = report["master"], report["follower_100_bpm"], report["drift"]
+    assert master["tempo_changes"] == 1 and master["ticks"] == master["expected_ticks"]
+    assert master["max_error_frames"] == 0
+    assert follow["tempo_error_after_2_bars_bpm"] < 0.05
+    assert follow["phase_error_max_ms"] < 1.0
+    assert follow["settle_bars_after_jump_to_140"] is not None
+    assert follow["settle_bars_after_jump_to_140"] < 2
+    assert drift["loop"] == {"state": "playing", "beats": 4}
+    assert drift["drift_beats"] == 0
+    assert drift["phase_error_end_ms"] < 1.0
+
+
+def test_bench_midi_refuses_a_bad_block_size():
+    proc = ouro("bench", "midi", "--block-size", "3")
+    assert proc.returncode == 2
+    assert "--block-size must be between 16 and 8192, got 3" in proc.stderr
