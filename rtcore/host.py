@@ -766,3 +766,84 @@ class SignalClient(XrunCounter):
 
     def set_blocksize(self, frames: int) -> None:
         self.client.blocksize = frames
+
+
+class MidiTestClient(XrunCounter):
+    """A JACK client for tests: sends MIDI at exact JACK frame times from its ``midi_out``
+    port and records what reaches its ``midi_in`` port, with the frame time of each event.
+
+    :meth:`send` queues ``(frame_time, bytes)`` events, in order of frame time; the process
+    callback writes each one at its own offset within the cycle that holds its frame (one
+    whose frame time has already passed goes out at the start of the next cycle, and is
+    counted in :attr:`late`). What was really written is in :attr:`sent`, what arrived in
+    :attr:`received`, both as ``(frame_time, bytes)``. The queues are deques: the callback
+    never waits for the test's thread.
+    """
+
+    def __init__(self, server: str | None, name: str, *, keep: int = 1 << 16):
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0001))
+        super().__init__(server, name, activate=False)
+        self.sample_rate = int(self.client.samplerate)
+        self.midi_out = self.client.midi_outports.register("midi_out")
+        self.midi_in = self.client.midi_inports.register("midi_in")
+        self.clock = FrameClock()
+        self.outgoing: deque[tuple[int, bytes]] = deque()
+        self.sent: deque[tuple[int, bytes]] = deque(maxlen=keep)
+        self.received: deque[tuple[int, bytes]] = deque(maxlen=keep)
+        self.late = 0  # events written after their frame time (a cycle of this client missed)
+        self.write_errors = 0  # events JACK refused (buffer full)
+        self.cycles = 0
+        self.cycle_frame_time = -1  # the frame time of the last cycle
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+
+    def _process(self, frames: int) -> None:
+        self.clock.advance(int(self.client.last_frame_time), frames)
+        ft = (self.clock.expected - frames) & FRAME_MASK
+        port = self.midi_out
+        port.clear_buffer()
+        queue = self.outgoing
+        while queue:
+            at, data = queue[0]
+            offset = (at - ft) & FRAME_MASK
+            if offset >= 0x80000000:  # its frame has passed
+                offset = 0
+                self.late += 1
+            elif offset >= frames:
+                break
+            queue.popleft()
+            try:
+                port.write_midi_event(offset, data)
+            except jack.JackError:
+                self.write_errors += 1
+                continue
+            self.sent.append(((ft + offset) & FRAME_MASK, data))
+        for offset, data in self.midi_in.incoming_midi_events():
+            self.received.append(((ft + offset) & FRAME_MASK, bytes(data)))
+        self.cycle_frame_time = ft
+        self.cycles += 1
+
+    def frame_time(self) -> int:
+        """JACK's estimate of the current frame time (for scheduling from another thread)."""
+        return int(self.client.frame_time)
+
+    def send(self, events: Sequence[tuple[int, bytes | Sequence[int]]]) -> None:
+        """Queue ``(frame_time, message)`` events, after those already queued; frame times
+        must not decrease."""
+        for at, data in events:
+            self.outgoing.append((int(at) & FRAME_MASK, bytes(data)))
+
+    def send_soon(self, *messages: bytes | Sequence[int], delay_frames: int = 4800,
+                  spacing: int = 1) -> int:
+        """Queue ``messages`` from ``delay_frames`` after now, ``spacing`` frames apart;
+        returns the frame time of the first."""
+        at = self.frame_time() + delay_frames
+        self.send([(at + i * spacing, m) for i, m in enumerate(messages)])
+        return at & FRAME_MASK
+
+    def drained(self) -> bool:
+        """True when every queued event has been written."""
+        return not self.outgoing
+
+    def connect(self, source: str, destination: str) -> None:
+        self.client.connect(source, destination)

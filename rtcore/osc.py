@@ -536,8 +536,10 @@ def _osc_string(data: bytes) -> bytes:
 
 
 def osc_text(address: str, *texts: str) -> bytes:
-    """An OSC message of string arguments, for the controller's replies."""
-    return _osc(address, *(_clip(t) for t in texts))
+    """An OSC message of string arguments, for the controller's replies (whole: a MIDI map
+    is longer than an error text may be; a reply too big for a datagram is answered with an
+    error by the server's send)."""
+    return _osc(address, *texts)
 
 
 def _osc(address: str, *texts: str) -> bytes:
