@@ -380,14 +380,11 @@ class Engine:
         if op in (C.OP_RECORD, C.OP_PLAY, C.OP_STOP, C.OP_SOLO, C.OP_CLEAR, C.OP_UNDO,
                   C.OP_REDO, C.OP_VOLUME, C.OP_SELECT):
             cell = self.cells[cmd.column][cmd.row]
-            where = f"{cmd.name}: cell ({cmd.column}, {cmd.row})"
-            has = cell.take is not None or cell.state == RECORDING
-            if op in (C.OP_PLAY, C.OP_SOLO) and not has and not self._record_coming(cell):
-                raise CommandError(f"{where} is empty")
-            if op == C.OP_UNDO and cell.state != RECORDING and cell.hist_pos < 0:
-                raise CommandError(f"{where} has nothing to undo")
-            if op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len:
-                raise CommandError(f"{where} has nothing to redo")
+            reason = _cell_refusal(op, cell)
+            if reason is _EMPTY and self._record_coming(cell):
+                reason = ""  # a record queued ahead of it fills the cell first
+            if reason:
+                raise CommandError(f"{cmd.name}: cell ({cmd.column}, {cmd.row}) {reason}")
         elif op in (C.OP_TEMPO, C.OP_TAP) and self.sync_midi:
             raise CommandError(f"{cmd.name}: the tempo follows the MIDI clock (sync midi); "
                                f"/ouro/sync internal first")
@@ -441,49 +438,44 @@ class Engine:
             self.mi_at = 0
             self.next_midi = start + min(max(int(midi_in.frames[0]), 0), n - 1)
         slip = self._follow_block(n) if self.sync_midi else 0
-        if slip == 0:
-            begin_block(inputs, n, self.ring, start, click_out)
-            self._run(n, click_out, inputs)
-            # main out = mix * master + input * monitor; the click at its volume
-            monitor = self.monitor
-            end_block(self.mix, inputs, main_out, click_out, start, n, self.ramps,
-                      monitor.target != 0.0 or start < monitor.end)
-        else:
-            self._run_slipped(inputs, main_out, click_out, n, slip)
+        ins, outs, click = inputs, main_out, click_out
+        m = n + slip
+        if slip:
+            ins, outs, click = self._slip_in(inputs, n, m)
+        begin_block(ins, m, self.ring, start, click)
+        self._run(m, click, ins)
+        # main out = mix * master + input * monitor; the click at its volume
+        monitor = self.monitor
+        end_block(self.mix, ins, outs, click, start, m, self.ramps,
+                  monitor.target != 0.0 or start < monitor.end)
+        if slip:
+            self._slip_out(main_out, click_out, n, m)
         self.host_frame += n
         self.next_midi = -1
         self.mi = None
         self.mo = None
 
-    def _run_slipped(self, inputs: Audio, main_out: Audio, click_out: Audio, n: int,
-                     slip: int) -> None:
-        """Run ``n + slip`` engine frames for ``n`` host frames: the input's last frame is
-        doubled (or dropped) going in and the output's last frame dropped (or doubled)
-        coming out. One frame a block at most; see :meth:`_follow_block`."""
-        m = n + slip
-        start = self.frame
+    def _slip_in(self, inputs: Audio, n: int, m: int) -> tuple[Audio, Audio, Audio]:
+        """A block that runs ``m = n +/- 1`` engine frames for ``n`` host frames (see
+        :meth:`_follow_block`): the input with its last frame doubled or dropped, and the
+        scratch outputs the engine writes instead of the host's."""
         vin = self.vin[:m]
-        vout = self.vout[:m]
-        vclick = self.vclick[:m]
-        if slip > 0:
+        if m > n:
             np.copyto(vin[:n], inputs)
             np.copyto(vin[n:], inputs[n - 1:])
         else:
             np.copyto(vin, inputs[:m])
-        begin_block(vin, m, self.ring, start, vclick)
-        self._run(m, vclick, vin)
-        monitor = self.monitor
-        end_block(self.mix, vin, vout, vclick, start, m, self.ramps,
-                  monitor.target != 0.0 or start < monitor.end)
-        if slip > 0:
-            np.copyto(main_out, vout[:n])
-            np.copyto(click_out, vclick[:n])
-        else:
-            np.copyto(main_out[:m], vout)
-            np.copyto(main_out[m:], vout[m - 1:])
-            np.copyto(click_out[:m], vclick)
-            np.copyto(click_out[m:], vclick[m - 1:])
         self.slips += 1
+        return vin, self.vout[:m], self.vclick[:m]
+
+    def _slip_out(self, main_out: Audio, click_out: Audio, n: int, m: int) -> None:
+        """The host's outputs from the scratch ones: the last frame dropped or doubled."""
+        k = min(n, m)
+        np.copyto(main_out[:k], self.vout[:k])
+        np.copyto(click_out[:k], self.vclick[:k])
+        if m < n:
+            np.copyto(main_out[m:], self.vout[m - 1:m])
+            np.copyto(click_out[m:], self.vclick[m - 1:m])
 
     def skip(self, missed_frames: int) -> None:
         """An xrun: ``missed_frames`` were never seen. Advance everything through the gap as
@@ -504,10 +496,8 @@ class Engine:
             begin_block(self.zeros_in, n, self.ring, start, self.skip_click)
             self._run(n, None, self.zeros_in)
             left -= n
-        # the gap's clock ticks are lost (a song position goes out instead)
-        while self.next_tick_frame < self.frame:
-            self.next_tick += 1
-            self.next_tick_frame = self._tick_frame(self.next_tick)
+        if self.clock_out:  # the gap's ticks are lost (a song position goes out instead)
+            self._reschedule_ticks(self.frame)
 
     def _run(self, n: int, click_out: Audio | None, inputs: Audio) -> None:
         """Advance ``n`` frames, splitting at beat boundaries and recording ends."""
@@ -796,11 +786,8 @@ class Engine:
         status instead of an exception."""
         if op in _CELL_OPS:
             cell = self.cells[column][row]
-            has = cell.take is not None or cell.state == RECORDING
-            if ((op == C.OP_PLAY or op == C.OP_SOLO) and not has
-                    and cell.pending != C.OP_RECORD) or (
-                    op == C.OP_UNDO and cell.state != RECORDING and cell.hist_pos < 0) or (
-                    op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len):
+            reason = _cell_refusal(op, cell)
+            if reason and not (reason is _EMPTY and cell.pending == C.OP_RECORD):
                 self._reject(8)
                 return
         elif op == C.OP_TEMPO or op == C.OP_TAP:
@@ -835,13 +822,10 @@ class Engine:
             self.ext_relocations += 1
             if not self._loops_exist_rt():
                 self._set_spb(fol.period * TICKS_PER_BEAT)
-            self.anchor_beat = k
-            self.anchor_frame = now
-            self.next_beat_frame = now
+            self._anchor_next_beat(now, now)
             self.song_beat_at_boundary = song_beat
             if self.ext_running:
                 self._resume_paused()
-            self._reschedule_ticks(now)
             return
         if not self._loops_exist_rt():
             self._place_grid(now)
@@ -856,9 +840,13 @@ class Engine:
         at = fol.frame_of(self.ext_song_tick0 + (k - self.ext_origin_beat) * TICKS_PER_BEAT)
         f = round(at) + (self.block_start - self.host_frame)
         self._set_spb(spb)
-        self.anchor_beat = k
-        self.anchor_frame = max(f, now)
-        self.next_beat_frame = self.anchor_frame
+        self._anchor_next_beat(max(f, now), now)
+
+    def _anchor_next_beat(self, f: int, now: int) -> None:
+        """The next beat is at frame ``f`` (``>= now``), and the grid runs on from there."""
+        self.anchor_beat = self.next_beat
+        self.anchor_frame = f
+        self.next_beat_frame = f
         if self.clock_out:
             self._reschedule_ticks(now)
 
@@ -1593,6 +1581,23 @@ class Engine:
                 return EMPTY
             return st if st in (PLAYING, SOLO, IDLE) else IDLE
         return st
+
+
+_EMPTY = "is empty"
+
+
+def _cell_refusal(op: int, cell: Cell) -> str:
+    """Why a cell command makes no sense for the cell as it is, or "" (a constant either
+    way: the audio thread checks mapped MIDI commands with it too)."""
+    if op == C.OP_PLAY or op == C.OP_SOLO:
+        if cell.take is None and cell.state != RECORDING:
+            return _EMPTY
+    elif op == C.OP_UNDO:
+        if cell.state != RECORDING and cell.hist_pos < 0:
+            return "has nothing to undo"
+    elif op == C.OP_REDO and cell.hist_pos + 1 >= cell.hist_len:
+        return "has nothing to redo"
+    return ""
 
 
 def _click_tones(sample_rate: int) -> tuple[Audio, Audio]:

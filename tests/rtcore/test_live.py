@@ -54,12 +54,8 @@ def wait_until(check: Callable[[], Any], timeout_s: float = 10.0, step_s: float 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[JackServer]:
-    srv = JackServer(unique_server_name("test-live"), period_frames=256)
-    srv.start()
-    try:
+    with JackServer(unique_server_name("test-live"), period_frames=256) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def start_engine(server_name: str, tmp_path: Path, config: str = EXACT_CONFIG,

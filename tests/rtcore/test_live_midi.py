@@ -48,12 +48,8 @@ def engine_config(**engine: Any) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[JackServer]:
-    srv = JackServer(unique_server_name("test-live-midi"), period_frames=256)
-    srv.start()
-    try:
+    with JackServer(unique_server_name("test-live-midi"), period_frames=256) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class MidiRig:
