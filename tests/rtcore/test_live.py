@@ -67,13 +67,27 @@ def start_engine(server_name: str, tmp_path: Path, config: str = EXACT_CONFIG,
                          extra=["--config", str(cfg), *(extra or [])]).start()
 
 
-class Rig:
+class EngineRig:
+    """An engine process and an OSC client for it."""
+
+    def __init__(self, server_name: str, tmp_path: Path, config: str = EXACT_CONFIG):
+        self.server_name = server_name
+        self.engine = start_engine(server_name, tmp_path, config)
+        self.osc = self.engine.client()
+
+    def status(self) -> dict[str, Any]:
+        return self.osc.status()
+
+    def command(self, name: str, *args: Any) -> None:
+        error = self.osc.command(name, *args)
+        assert error is None, f"{name} {args}: {error}"
+
+
+class Rig(EngineRig):
     """An engine with a player on its inputs and a recorder on its outputs and click."""
 
     def __init__(self, server_name: str, tmp_path: Path):
-        self.server_name = server_name
-        self.engine = start_engine(server_name, tmp_path)
-        self.osc = self.engine.client()
+        super().__init__(server_name, tmp_path)
         self.player: SignalClient | None = None
         self.recorder: SignalClient | None = None
         self.last_mismatches: list[int] = []  # a sample of the frame times that differed
@@ -100,13 +114,6 @@ class Rig:
             if c is not None:
                 c.close()
         self.player = self.recorder = None
-
-    def status(self) -> dict[str, Any]:
-        return self.osc.status()
-
-    def command(self, name: str, *args: Any) -> None:
-        error = self.osc.command(name, *args)
-        assert error is None, f"{name} {args}: {error}"
 
     def trouble(self) -> int:
         """Every cycle whose JACK frame time was not the expected one, in the engine, the

@@ -28,7 +28,7 @@ from rtcore.client import EngineClient
 from rtcore.host import MidiTestClient
 from rtcore.jackd import JackServer, unique_server_name
 from rtcore.sync import CLOCK, CONTINUE, SONG_POSITION, START, STOP, song_position_bytes
-from tests.rtcore.test_live import start_engine, wait_until
+from tests.rtcore.test_live import EngineRig, wait_until
 
 pytestmark = pytest.mark.jack
 
@@ -52,14 +52,13 @@ def server() -> Iterator[JackServer]:
         yield srv
 
 
-class MidiRig:
+class MidiRig(EngineRig):
     """An engine and a MIDI test client, connected to its ``midi_in`` (``send``) or from
     its ``midi_out`` (``listen``)."""
 
     def __init__(self, server_name: str, tmp_path: Path, config: str, *, send: bool = False,
                  listen: bool = False):
-        self.engine = start_engine(server_name, tmp_path, config)
-        self.osc = self.engine.client()
+        super().__init__(server_name, tmp_path, config)
         self.midi: MidiTestClient | None = MidiTestClient(server_name, TESTER)
         want: dict[str, list[str]] = {}
         if send:
@@ -79,13 +78,6 @@ class MidiRig:
     def tester(self) -> MidiTestClient:
         assert self.midi is not None
         return self.midi
-
-    def status(self) -> dict[str, Any]:
-        return self.osc.status()
-
-    def command(self, name: str, *args: Any) -> None:
-        error = self.osc.command(name, *args)
-        assert error is None, f"{name} {args}: {error}"
 
     def trouble(self) -> int:
         """Missed or late cycles anywhere, and MIDI the test client wrote late: a window
