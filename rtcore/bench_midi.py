@@ -15,9 +15,12 @@ on how busy the machine is.
   - settle time after the clock jumps to 140 BPM: from the jump until the tempo stays within
     0.05 BPM and the phase within 1 ms;
   - drift over the run with a loop playing, the clock's tempo creeping from 100 to 100.5
-    BPM: the engine keeps the loop's tempo and slips frames to stay in phase; drift is
+    BPM: the engine keeps the loop's tempo and plays faster to stay in phase; drift is
     the difference between the beats the engine counted and the clock's, and the phase
     error at the end.
+- Varispeed: a 440 Hz sine loop recorded at 100 BPM, then a clock 0.5 % faster: the energy
+  of everything but the tone in the main out, against the tone (spectrum with a
+  Blackman-Harris window), while following, and at the loop's own speed.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rtcore.commands import parse_args
 from rtcore.config import EngineConfig
 from rtcore.engine import Engine
 from rtcore.ioside import IOSide
+from rtcore.loops import Audio
 from rtcore.midi import MidiBuffer
 from rtcore.sync import CLOCK, START, TICKS_PER_BEAT
 
@@ -93,10 +98,11 @@ def bench_master(seconds: float, block_size: int) -> dict[str, Any]:
 class _Clock:
     """An external clock: tick times from a tempo curve, with uniform jitter."""
 
-    def __init__(self, tempo_at: Callable[[float], float], start: float, seed: int):
+    def __init__(self, tempo_at: Callable[[float], float], start: float, seed: int,
+                 jitter_ms: float = JITTER_MS):
         self.tempo_at = tempo_at
         self.rng = np.random.default_rng(seed)
-        self.jitter = JITTER_MS * SAMPLE_RATE / 1000.0
+        self.jitter = jitter_ms * SAMPLE_RATE / 1000.0
         self.next_true = start
         self.index = 0
         self.beats: list[float] = []  # true frames of the clock's beats
@@ -120,13 +126,16 @@ class _Clock:
 
 
 def _follow(seconds: float, block_size: int, tempo_at: Callable[[float], float],
-            seed: int, record_at_beat: int = -1) -> dict[str, Any]:
+            seed: int, record_at_beat: int = -1, jitter_ms: float = JITTER_MS,
+            source: Audio | None = None, capture: Audio | None = None) -> dict[str, Any]:
     """Run the engine on an external clock; returns the clock's true beats and the engine's
-    beats (host frames) and its tempo at each of them."""
+    beats (host frames) and its tempo at each of them. While recording, the input is
+    ``source`` at the host's frames (a constant level without one); ``capture`` receives
+    the main out."""
     eng, io = _engine(block_size, sync="midi", click=True)
     total = round(seconds * SAMPLE_RATE)
     start = 0.25 * SAMPLE_RATE
-    clock = _Clock(tempo_at, start, seed)
+    clock = _Clock(tempo_at, start, seed, jitter_ms)
     silence = np.zeros((block_size, eng.channels), np.float32)
     ins = np.full((block_size, eng.channels), 0.25, np.float32)
     out = np.zeros((block_size, eng.channels), np.float32)
@@ -152,8 +161,15 @@ def _follow(seconds: float, block_size: int, tempo_at: Callable[[float], float],
         elif record_at_beat < -1 and len(clock.beats) == -record_at_beat:
             eng.submit(parse_args("record", [0, 0], columns=5, rows=5))
             record_at_beat = -1
-        eng.process(ins[:n] if eng.recording_count else silence[:n], out[:n], click[:n],
-                    midi_in, midi_out)
+        if source is not None and (record_at_beat != -1 or eng.recording_count):
+            feed = source[b:b + n]  # from before the recording: its pre-roll is signal too
+        elif eng.recording_count:
+            feed = ins[:n]
+        else:
+            feed = silence[:n]
+        eng.process(feed, out[:n], click[:n], midi_in, midi_out)
+        if capture is not None:
+            capture[b:b + n] = out[:n]
         if eng.beat != last_beat:
             # the click's tone starts at the beat frame (its first sample is 0)
             onset = np.flatnonzero(click[:n])
@@ -232,8 +248,46 @@ def bench_drift(seconds: float, block_size: int, seed: int) -> dict[str, Any]:
         "drift_beats": engine_count - end,
         "phase_error_max_ms_second_half": round(float(late.max()), 4) if late.size else None,
         "phase_error_end_ms": round(float(phase[-1]), 4) if phase.size else None,
-        "slipped_blocks": eng.slips,
-        "slips_per_second": round(eng.slips / seconds, 1),
+        "varispeed_end": run["status"]["midi"]["clock_in"]["varispeed"],
+    }
+
+
+def spurious_db(x: NDArray[np.float64]) -> float:
+    """How far below a tone everything else in ``x`` is (dB): the energy outside the
+    spectral peak's main lobe against the peak's, with a Blackman-Harris window (side lobes
+    below -92 dB, main lobe 4 bins either side)."""
+    n = x.shape[0]
+    k = np.arange(n) * (2.0 * np.pi / n)
+    w = 0.35875 - 0.48829 * np.cos(k) + 0.14128 * np.cos(2 * k) - 0.01168 * np.cos(3 * k)
+    power = np.abs(np.fft.rfft(x * w)) ** 2
+    peak = int(np.argmax(power))
+    lobe = power[max(peak - 5, 0):peak + 6].sum()
+    rest = power.sum() - lobe
+    return round(float(10.0 * np.log10(max(rest, 1e-30) / lobe)), 1)
+
+
+def bench_varispeed(block_size: int) -> dict[str, Any]:
+    """The sound of following: a 440 Hz sine loop recorded at 100 BPM, then the clock runs
+    0.5 % fast (100.5 BPM), so the loop is played 0.5 % fast to stay on the clock's beats.
+    Reports the spurious energy in 8 s of the main out against the played tone, and the
+    same measure for the loop itself as recorded (the floor of the measure)."""
+    seconds, change_s = 24.0, 12.0
+    total = round(seconds * SAMPLE_RATE)
+    t = np.arange(total) / SAMPLE_RATE
+    tone = (0.5 * np.sin(2.0 * np.pi * 440.0 * t)).astype(np.float32)
+    source = np.repeat(tone[:, None], 2, axis=1)
+    capture = np.zeros_like(source)
+    run = _follow(seconds, block_size, lambda s: 100.0 if s < change_s else 100.5, 0,
+                  record_at_beat=4, jitter_ms=0.0, source=source, capture=capture)
+    cell = run["status"]["cells"][0][0]
+    window = 2 ** 18  # 5.5 s
+    late = capture[total - window:, 0].astype(np.float64)
+    steady = capture[round(change_s * SAMPLE_RATE) - window:round(change_s * SAMPLE_RATE), 0]
+    return {
+        "loop": {"state": cell["state"], "beats": cell["beats"]},
+        "spurious_db_following": spurious_db(late),
+        "spurious_db_steady": spurious_db(steady.astype(np.float64)),
+        "varispeed_end": run["status"]["midi"]["clock_in"]["varispeed"],
     }
 
 
@@ -243,11 +297,13 @@ def bench_midi(seconds: float, block_size: int, seed: int = 1) -> dict[str, Any]
         "master": bench_master(seconds, block_size),
         "follower_100_bpm": bench_follower(block_size, seed),
         "drift": bench_drift(seconds, block_size, seed),
+        "varispeed": bench_varispeed(block_size),
     }
 
 
 def format_midi_report(report: dict[str, Any]) -> str:
     m, f, d = report["master"], report["follower_100_bpm"], report["drift"]
+    v = report["varispeed"]
     lines = [
         f"MIDI clock, {report['sample_rate']} Hz, {report['block_size']}-frame blocks",
         f"master: {m['ticks']} ticks over {m['seconds']:g} s with {m['tempo_changes']} tempo "
@@ -262,7 +318,10 @@ def format_midi_report(report: dict[str, Any]) -> str:
         f"drift over {d['seconds']:g} s with a loop playing, clock 100 -> 100.5 BPM: "
         f"{d['drift_beats']} beats; phase error at the end {d['phase_error_end_ms']} ms, max "
         f"over the second half {d['phase_error_max_ms_second_half']} ms "
-        f"({d['slips_per_second']} blocks a second ran a frame long or short)",
+        f"(playing {d['varispeed_end']} times as fast at the end)",
+        f"varispeed, a 440 Hz loop following a clock 0.5 % fast: everything but the tone "
+        f"{v['spurious_db_following']} dB below it (the loop at its own speed: "
+        f"{v['spurious_db_steady']} dB)",
     ]
     return "\n".join(lines)
 

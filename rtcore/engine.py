@@ -32,7 +32,10 @@ from rtcore.kernels import (
     begin_block,
     empty_stack,
     end_block,
+    keep_tail,
     mix_rows,
+    resample,
+    resample_mono,
 )
 from rtcore.loops import Audio, ChunkPool, Take
 from rtcore.midi import MESSAGE_LENGTH, MidiBuffer
@@ -48,6 +51,16 @@ from rtcore.sync import (
     song_position_bytes,
 )
 from rtcore.sync import warm_up as warm_up_sync
+
+# varispeed (following a clock with loops): the most it plays faster or slower, how fast it
+# closes a phase error, and the frames of history its interpolation reads (rtcore.kernels)
+VS_MAX = 0.03
+VS_TAU_S = 0.2
+VS_OUT_HISTORY = 4
+VS_IN_HISTORY = 6
+VS_IN_DELAY = 4.0
+# frames: the host hears the engine two frames late, and the engine hears the host two late
+VS_ROUND_TRIP = 4
 
 EMPTY, IDLE, RECORDING, PLAYING, SOLO = 0, 1, 2, 3, 4
 STATE_NAMES = ("empty", "idle", "recording", "playing", "solo")
@@ -256,11 +269,16 @@ class Engine:
         self.count_in_until = -1  # the beat a count-in ends on, while one runs
 
         # MIDI clock in: the follower works in the host's frames, which differ from the
-        # engine's by the frames slipped to stay in phase (see _follow_block)
+        # engine's while it plays faster or slower to stay in phase (see _follow_rate)
         self.sync_midi = cfg.sync == "midi"
         self.follower = ClockFollower(cfg.sample_rate)
         self.host_frame = 0
-        self.slips = 0
+        self.vs_on = False  # varispeed: playing faster or slower to stay on the clock
+        self.vs_ready = False  # the history is filled (see _varispeed_in)
+        self.vs_c = -2.0
+        self.vs_rate = 1.0
+        self.vs_blocks = 0
+        self.vs_tau = VS_TAU_S * cfg.sample_rate
         self.clock_lost = True
         self.ext_running = False  # the external transport: Start/Continue .. Stop
         self.ext_song_tick0 = 0  # the follower's index of the tick at song position 0
@@ -323,11 +341,13 @@ class Engine:
         self.from_io: deque[tuple[Any, ...]] = deque()
 
         # preallocated work buffers
-        # one frame more than a block: a block may run one frame longer to follow a clock
-        bs = self.block_size + 1
+        # a block may run a few frames longer to follow a clock (see _varispeed_in)
+        bs = self.block_size + math.ceil(self.block_size * VS_MAX) + 3
         self.vin = np.zeros((bs, ch), np.float32)
-        self.vout = np.zeros((bs, ch), np.float32)
-        self.vclick = np.zeros(bs, np.float32)
+        # history, then a block: the host's input, the engine's main and click outputs
+        self.xi = np.zeros((VS_IN_HISTORY + self.block_size, ch), np.float32)
+        self.xo = np.zeros((VS_OUT_HISTORY + bs, ch), np.float32)
+        self.xc = np.zeros(VS_OUT_HISTORY + bs, np.float32)
         self.mix = np.zeros((bs, ch), np.float32)
         # the mixing plan of every row (see _plan_column and rtcore.kernels.mix_rows): how
         # it reaches the mix, its steady gain, its column's read position and stack, and
@@ -367,6 +387,10 @@ class Engine:
         mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
         begin_block(self.zeros_in, 0, self.ring, 0, self.skip_click)
         end_block(self.mix, self.zeros_in, self.gbuf, self.skip_click, 0, 0, self.ramps, False)
+        resample(self.xo, 1.0, 1.0, self.gbuf, 0)
+        resample_mono(self.xc, 1.0, 1.0, self.skip_click, 0)
+        keep_tail(self.xo, 0, self.gbuf, 0)
+        keep_tail(self.xc, 0, self.skip_click, 0)
 
     # ------------------------------------------------------------------ control side
 
@@ -437,45 +461,60 @@ class Engine:
             self.midi_in_events += midi_in.count
             self.mi_at = 0
             self.next_midi = start + min(max(int(midi_in.frames[0]), 0), n - 1)
-        slip = self._follow_block(n) if self.sync_midi else 0
         ins, outs, click = inputs, main_out, click_out
-        m = n + slip
-        if slip:
-            ins, outs, click = self._slip_in(inputs, n, m)
+        m = n
+        rate = self._follow_rate() if self.sync_midi else 0.0
+        if rate:
+            m, ins, outs, click = self._varispeed_in(inputs, n, rate)
         begin_block(ins, m, self.ring, start, click)
         self._run(m, click, ins)
         # main out = mix * master + input * monitor; the click at its volume
         monitor = self.monitor
         end_block(self.mix, ins, outs, click, start, m, self.ramps,
                   monitor.target != 0.0 or start < monitor.end)
-        if slip:
-            self._slip_out(main_out, click_out, n, m)
+        if rate:
+            self._varispeed_out(main_out, click_out, n, m, rate)
+        elif self.sync_midi:  # the history a varispeed starts from
+            keep_tail(self.xi, VS_IN_HISTORY, inputs, n)
+            keep_tail(self.xo, VS_OUT_HISTORY, main_out, n)
+            keep_tail(self.xc, VS_OUT_HISTORY, click_out, n)
         self.host_frame += n
         self.next_midi = -1
         self.mi = None
         self.mo = None
 
-    def _slip_in(self, inputs: Audio, n: int, m: int) -> tuple[Audio, Audio, Audio]:
-        """A block that runs ``m = n +/- 1`` engine frames for ``n`` host frames (see
-        :meth:`_follow_block`): the input with its last frame doubled or dropped, and the
-        scratch outputs the engine writes instead of the host's."""
-        vin = self.vin[:m]
-        if m > n:
-            np.copyto(vin[:n], inputs)
-            np.copyto(vin[n:], inputs[n - 1:])
-        else:
-            np.copyto(vin, inputs[:m])
-        self.slips += 1
-        return vin, self.vout[:m], self.vclick[:m]
+    def _varispeed_in(self, inputs: Audio, n: int, rate: float
+                      ) -> tuple[int, Audio, Audio, Audio]:
+        """A block that plays the engine ``rate`` times as fast as the host (see
+        :meth:`_follow_rate`): how many engine frames ``m`` it runs, its input read from the
+        host's at the matching positions, and the scratch outputs it writes.
 
-    def _slip_out(self, main_out: Audio, click_out: Audio, n: int, m: int) -> None:
-        """The host's outputs from the scratch ones: the last frame dropped or doubled."""
-        k = min(n, m)
-        np.copyto(main_out[:k], self.vout[:k])
-        np.copyto(click_out[:k], self.vclick[:k])
-        if m < n:
-            np.copyto(main_out[m:], self.vout[m - 1:m])
-            np.copyto(click_out[m:], self.vclick[m - 1:m])
+        Host output frame ``i`` plays engine position ``c + i * rate`` of this block (the
+        first engine frame is 0), ``c`` in about ``[-2, -1)``: two frames behind, so that
+        the interpolation has the points after it. Engine frame ``j`` records host input
+        position ``(j - c) / rate - VS_IN_DELAY``, also behind, for the same reason."""
+        c = self.vs_c
+        m = math.floor(c + (n - 1) * rate) + 3
+        xi = self.xi
+        hi = VS_IN_HISTORY
+        xi[hi:hi + n] = inputs
+        vin = self.vin
+        resample(xi, hi - c / rate - VS_IN_DELAY, 1.0 / rate, vin, m)
+        keep_tail(xi, hi, inputs, n)
+        ho = VS_OUT_HISTORY
+        self.vs_blocks += 1
+        return m, vin[:m], self.xo[ho:ho + m], self.xc[ho:ho + m]
+
+    def _varispeed_out(self, main_out: Audio, click_out: Audio, n: int, m: int,
+                       rate: float) -> None:
+        """The host's outputs from the engine's ``m`` frames (see :meth:`_varispeed_in`)."""
+        ho = VS_OUT_HISTORY
+        c = self.vs_c
+        resample(self.xo, ho + c, rate, main_out, n)
+        resample_mono(self.xc, ho + c, rate, click_out, n)
+        keep_tail(self.xo, ho, self.xo[ho:], m)
+        keep_tail(self.xc, ho, self.xc[ho:], m)
+        self.vs_c = c + n * rate - m
 
     def skip(self, missed_frames: int) -> None:
         """An xrun: ``missed_frames`` were never seen. Advance everything through the gap as
@@ -693,6 +732,7 @@ class Engine:
         elif op == C.OP_SYNC:
             midi = value == 1.0
             if midi and not self.sync_midi:
+                self.vs_ready = False
                 self.follower.reset()
                 self.clock_lost = True
                 self.ext_locked = False
@@ -739,7 +779,7 @@ class Engine:
         if status >= 0xF0:
             if self.sync_midi:
                 if status == CLOCK:
-                    self._ext_tick(now)
+                    self._ext_tick(now, self.host_frame + int(mi.frames[i]))
                 elif status == START or status == CONTINUE or status == STOP:
                     self._ext_transport(status, now)
                 elif status == SONG_POSITION:
@@ -801,9 +841,11 @@ class Engine:
 
     # ------------------------------------------------------------------ MIDI clock in
 
-    def _ext_tick(self, now: int) -> None:
+    def _ext_tick(self, now: int, host: int) -> None:
+        """A clock tick, handled at engine frame ``now``; it arrived at host frame ``host``
+        (they differ while the engine plays faster or slower than the host)."""
         fol = self.follower
-        fol.tick(self.host_frame + (now - self.block_start))
+        fol.tick(host)
         self.clock_lost = False
         if self.ext_relocate >= 0:  # Start, Continue or a song position: this tick is it
             self.ext_song_tick0 = fol.index - self.ext_relocate
@@ -838,7 +880,8 @@ class Engine:
             return
         k = self.next_beat
         at = fol.frame_of(self.ext_song_tick0 + (k - self.ext_origin_beat) * TICKS_PER_BEAT)
-        f = round(at) + (self.block_start - self.host_frame)
+        # the host hears engine frame e at host_frame + (e - block_start - vs_c)
+        f = round(at + self.vs_c) + (self.block_start - self.host_frame)
         self._set_spb(spb)
         self._anchor_next_beat(max(f, now), now)
 
@@ -854,22 +897,37 @@ class Engine:
         self.spb = spb
         self.tempo_bpm = self.sample_rate * 60.0 / spb
 
-    def _follow_block(self, n: int) -> int:
+    def _follow_rate(self) -> float:
         """With loops the tempo is fixed, so the engine keeps its beats on the clock's by
-        running a frame more or less in a block: 1, -1 or 0 frames to slip now."""
+        playing faster or slower: engine frames per host frame for this block. Without loops
+        (or a clock) the rate is 1: the host's frames are the engine's, two frames later
+        (0.0 for the first block after ``sync midi``, which runs plain).
+
+        The rate is the ratio of the clock's beat length to the engine's, corrected by the
+        distance between the engine's audible position and the clock's (in frames, both
+        measured to the engine's next beat), closed with a time constant of VS_TAU_S."""
         fol = self.follower
         if not self.clock_lost and fol.lost(self.host_frame):
             self.clock_lost = True
+        if not self.vs_ready:  # the first block: plain, to fill the history
+            self.vs_ready = True
+            self.vs_c = -2.0
+            return 0.0
         if self.clock_lost or not self.ext_locked or not self._loops_exist_rt():
-            return 0
+            self.vs_on = False
+            return 1.0
+        self.vs_on = True
+        clock_spb = fol.period * TICKS_PER_BEAT
+        if clock_spb <= 0.0:
+            return 1.0
         at = fol.frame_of(self.ext_song_tick0
                           + (self.next_beat - self.ext_origin_beat) * TICKS_PER_BEAT)
-        late = (self.next_beat_frame - self.frame) - (at - self.host_frame)
-        if late > 1.0 and n > 1:
-            return 1
-        if late < -1.0 and n > 1:
-            return -1
-        return 0
+        ratio = self.spb / clock_spb
+        late = (self.next_beat_frame - self.frame - self.vs_c) - (at - self.host_frame) * ratio
+        rate = ratio + late / self.vs_tau
+        rate = min(max(rate, 1.0 - VS_MAX), 1.0 + VS_MAX)
+        self.vs_rate = rate
+        return rate
 
     def _ext_transport(self, status: int, now: int) -> None:
         if status == STOP:
@@ -1120,7 +1178,8 @@ class Engine:
         self._start_capture(cell, take)
         cell.recording = take
         cell.rec_start_beat = k
-        cell.cap_start = f + self.latency_frames
+        # following a clock, the host's input and output pass two frames of history each
+        cell.cap_start = f + self.latency_frames + (VS_ROUND_TRIP if self.sync_midi else 0)
         self._set_state(cell, RECORDING, f)
         self.recording_count += 1
         if col.beats == 0:
@@ -1535,7 +1594,9 @@ class Engine:
                          round(float(fol.fit[2]) * 1000.0 / self.sample_rate, 3),
                          "tempo_restarts": fol.restarts, "transport":
                          "playing" if self.ext_running else "stopped",
-                         "relocations": self.ext_relocations, "slipped_frames": self.slips},
+                         "relocations": self.ext_relocations,
+                 "varispeed": round(self.vs_rate, 6) if self.vs_on else None,
+                 "varispeed_blocks": self.vs_blocks},
             "clock_out": {"on": self.clock_out,
                           "transport": "playing" if self.out_running else "stopped"},
         }

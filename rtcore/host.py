@@ -341,6 +341,8 @@ class JackHost:
         self._midi_bytes = _ffi.new(f"unsigned char[{MAX_MESSAGE_BYTES}]")
         self.midi_in = MidiBuffer()
         self.midi_out = MidiBuffer()
+        self._part_in = MidiBuffer()  # one engine-sized part of a larger JACK block
+        self._part_out = MidiBuffer()
         self._make_buffers(int(client.blocksize))
         self._resync = True
         self._lost.clear()
@@ -448,11 +450,16 @@ class JackHost:
         """A JACK block larger (or smaller) than the engine's: run it in engine-sized parts."""
         eng = self.engine
         assert eng is not None
+        part_in, part_out, midi_out = self._part_in, self._part_out, self.midi_out
+        midi_out.clear()
         for off in range(0, frames, bs):
             n = min(bs, frames - off)
+            # each part gets the MIDI events of its frames, and its output is placed at them
+            part_in.take_window(self.midi_in, off, off + n if off + n < frames else 1 << 62)
             eng.process(self.inbuf[off:off + n], self.outbuf[off:off + n],
-                        self.clickbuf[off:off + n], self.midi_in if off == 0 else None, None)
-            self.midi_in.clear()
+                        self.clickbuf[off:off + n], part_in, part_out)
+            midi_out.append_from(part_out, off)
+        self.midi_in.clear()
 
     def _read_midi(self, frames: int) -> None:
         midi = self.midi_in
@@ -657,6 +664,10 @@ class XrunCounter:
         """JACK's DSP load, in percent."""
         return float(self.client.cpu_load())
 
+    def set_blocksize(self, frames: int) -> None:
+        """Change the server's period (every client's cycle)."""
+        self.client.blocksize = frames
+
     def close(self) -> None:
         """Deactivate and close; after the server died, closing only frees the client."""
         try:
@@ -763,9 +774,6 @@ class SignalClient(XrunCounter):
 
     def latest_frame_time(self) -> int:
         return int(self.recorded_ft.max())
-
-    def set_blocksize(self, frames: int) -> None:
-        self.client.blocksize = frames
 
 
 class MidiTestClient(XrunCounter):

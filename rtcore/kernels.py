@@ -112,3 +112,62 @@ def end_block(mix, inputs, out, click, frame, n, ramps, monitor):  # type: ignor
             for ch in range(nch):
                 out[i, ch] += inputs[i, ch] * gm
         click[i] = click[i] * _gain(ck, frame, i)
+
+
+# ---------------------------------------------------------------------------- varispeed
+# Following an external clock with loops playing, the engine runs a block of ``m`` frames
+# for the host's ``n`` and the host's audio is read or written at fractional positions of
+# the engine's (see Engine._varispeed). The interpolation is a four-point cubic Hermite
+# (Catmull-Rom) curve: it passes through every sample, so a position on a whole frame reads
+# that frame exactly.
+
+
+@_jit
+def _hermite(y0, y1, y2, y3, t):  # type: ignore[no-untyped-def]
+    """The curve through ``y1`` (t = 0) and ``y2`` (t = 1), with slopes from the
+    neighbours."""
+    a = 0.5 * (y3 - y0) + 1.5 * (y1 - y2)
+    b = y0 - 2.5 * y1 + 2.0 * y2 - 0.5 * y3
+    c = 0.5 * (y2 - y0)
+    return ((a * t + b) * t + c) * t + y1
+
+
+@_jit
+def resample(src, first, step, dst, n):  # type: ignore[no-untyped-def]
+    """``dst[i]`` = ``src`` at the position ``first + i * step`` for ``i < n``; ``src`` and
+    ``dst`` are (frames, channels). Positions are kept within ``[1, len(src) - 3]``, where
+    all four points exist."""
+    hi = src.shape[0] - 3.0
+    nch = src.shape[1]
+    for i in range(n):
+        p = min(max(first + i * step, 1.0), hi)
+        k = int(p)  # p >= 1: truncation is the floor
+        t = p - k
+        for ch in range(nch):
+            dst[i, ch] = _hermite(src[k - 1, ch], src[k, ch], src[k + 1, ch],
+                                  src[k + 2, ch], t)
+
+
+@_jit
+def resample_mono(src, first, step, dst, n):  # type: ignore[no-untyped-def]
+    """:func:`resample` for one channel (1-D arrays)."""
+    hi = src.shape[0] - 3.0
+    for i in range(n):
+        p = min(max(first + i * step, 1.0), hi)
+        k = int(p)  # p >= 1: truncation is the floor
+        t = p - k
+        dst[i] = _hermite(src[k - 1], src[k], src[k + 1], src[k + 2], t)
+
+
+@_jit
+def keep_tail(hist, h, block, n):  # type: ignore[no-untyped-def]
+    """``hist[:h]`` becomes the last ``h`` frames of ``hist[:h]`` followed by
+    ``block[:n]`` (1-D or 2-D)."""
+    if n >= h:
+        for j in range(h):
+            hist[j] = block[n - h + j]
+    else:
+        for j in range(h - n):
+            hist[j] = hist[j + n]
+        for j in range(n):
+            hist[h - n + j] = block[j]

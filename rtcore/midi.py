@@ -59,6 +59,30 @@ class MidiBuffer:
         self.count = i + 1
         return True
 
+    def take_window(self, src: MidiBuffer, lo: int, hi: int) -> None:
+        """Become ``src``'s events at frames in ``[lo, hi)`` (and before ``lo`` when ``lo``
+        is 0), with their frames made relative to ``lo``. Real-time safe."""
+        self.count = 0
+        for i in range(src.count):
+            f = int(src.frames[i])
+            if (f >= lo or lo == 0) and f < hi:
+                self._copy(src, i, f - lo)
+
+    def append_from(self, src: MidiBuffer, offset: int) -> None:
+        """Append all of ``src``'s events with ``offset`` added to their frames."""
+        for i in range(src.count):
+            self._copy(src, i, int(src.frames[i]) + offset)
+
+    def _copy(self, src: MidiBuffer, i: int, frame: int) -> None:
+        j = self.count
+        if j >= self.frames.shape[0]:
+            self.dropped += 1
+            return
+        self.frames[j] = frame
+        self.data[j] = src.data[i]
+        self.sizes[j] = src.sizes[i]
+        self.count = j + 1
+
     def events(self) -> list[tuple[int, list[int]]]:
         """(frame, bytes) pairs, for non-real-time readers."""
         return [(int(self.frames[i]), [int(b) for b in self.data[i, : self.sizes[i]]])

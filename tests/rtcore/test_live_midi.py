@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from rtcore.client import EngineClient
-from rtcore.host import MidiTestClient
+from rtcore.host import MidiTestClient, XrunCounter
 from rtcore.jackd import JackServer, unique_server_name
 from rtcore.sync import CLOCK, CONTINUE, SONG_POSITION, START, STOP, song_position_bytes
 from tests.rtcore.test_live import EngineRig, wait_until
@@ -219,6 +219,44 @@ def test_clock_out_ticks_start_and_stop_land_on_their_exact_frames(server: JackS
 
     judged(server, tmp_path, scenario, config=engine_config(clock_out=True, tempo_bpm=90.0),
            listen=True)
+
+
+def test_clock_out_stays_on_its_frames_when_the_jack_period_grows(server: JackServer,
+                                                                  tmp_path: Path) -> None:
+    """The engine keeps the block size it started with (256) when JACK's period becomes
+    1024: each cycle runs in four parts, and every part's MIDI out goes out at its own
+    frames, not at the cycle's start."""
+    spb = 32000
+
+    def scenario(rig: MidiRig) -> None:
+        m = rig.tester
+        wait_until(lambda: len(m.received) >= 10, 5)
+        m.set_blocksize(1024)
+        wait_until(lambda: rig.status()["jack"]["blocksize"] == 1024)
+        time.sleep(0.3)  # the engine has resynced its frame count to the new cycle
+        origin = rig.status()["jack"]["frame_time_origin"]
+        m.received.clear()
+        rig.mark()
+        time.sleep(1.5)
+        events = list(m.received)
+        assert rig.status()["jack"]["frame_time_origin"] == origin
+        frames = [(ft - origin) & MASK for ft, d in events if d == bytes([CLOCK])]
+        assert len(frames) > 40, f"only {len(frames)} ticks in 1.5 s"
+        index = [round(f * 24 / spb) for f in frames]
+        off_grid = [(f, round(t * spb / 24)) for f, t in zip(frames, index, strict=True)
+                    if f != round(t * spb / 24)]
+        assert not off_grid, f"ticks off their frames (got, want): {off_grid[:8]}"
+        assert all(b == a + 1 for a, b in pairwise(index)), "ticks missing or doubled"
+        # ticks fall in every quarter of the 1024-frame cycles, not only at their starts
+        assert {(f + origin) % 1024 // 256 for f in frames} == {0, 1, 2, 3}
+
+    try:
+        judged(server, tmp_path, scenario,
+               config=engine_config(clock_out=True, tempo_bpm=90.0), listen=True)
+    finally:  # the server is shared by the module's tests
+        restore = XrunCounter(server.name, "period-restore")
+        restore.set_blocksize(256)
+        restore.close()
 
 
 class OtherXrun(Exception):
