@@ -41,6 +41,8 @@ class EngineConfig:
     chunk_frames: int = 8192
     max_loop_seconds: float = 120.0
     pool_reserve_chunks: int = 64
+    record_budget_minutes: float = 30.0  # all recorded audio held at once, history included
+    undo_depth: int = 16  # recordings (and clears) a cell can step back through
     sync: str = "internal"  # or "midi": follow an external MIDI clock
     clock_out: bool = False  # send MIDI clock and transport from the engine's grid
     count_in: bool = False  # one bar of click before a recording that starts from silence
@@ -65,6 +67,8 @@ class EngineConfig:
         _int_in(self, "chunk_frames", 64, 1 << 20)
         _num_in(self, "max_loop_seconds", 1.0, 3600.0)
         _int_in(self, "pool_reserve_chunks", 2, 1 << 16)
+        _num_in(self, "record_budget_minutes", 0.1, 24 * 60.0)
+        _int_in(self, "undo_depth", 1, 256)
         if self.sync not in SYNC_SOURCES:
             raise ConfigError(f"sync must be one of {', '.join(SYNC_SOURCES)}, "
                               f"got {self.sync!r}")
@@ -94,6 +98,10 @@ class EngineConfig:
     @property
     def max_loop_frames(self) -> int:
         return round(self.max_loop_seconds * self.sample_rate)
+
+    @property
+    def record_budget_frames(self) -> int:
+        return round(self.record_budget_minutes * 60.0 * self.sample_rate)
 
     @property
     def max_chunks_per_take(self) -> int:

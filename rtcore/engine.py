@@ -66,6 +66,7 @@ EMPTY, IDLE, RECORDING, PLAYING, SOLO = 0, 1, 2, 3, 4
 STATE_NAMES = ("empty", "idle", "recording", "playing", "solo")
 
 _CLEARED = object()  # a history entry meaning "the cell was cleared here"
+CLEARED = _CLEARED
 
 # reasons the audio thread refused or cut something short, reported in the status
 REJECT_NAMES = {
@@ -78,6 +79,8 @@ REJECT_NAMES = {
     7: "chunk pool empty during a recording's latency tail: silence recorded",
     8: "MIDI command refused: the cell is empty or has no such history",
     9: "tempo follows the MIDI clock: tempo and tap are ignored",
+    10: "recording budget used up: the first recording ends at the next beat",
+    11: "recording budget used up: not enough left for this recording",
 }
 _CELL_OPS = frozenset((C.OP_RECORD, C.OP_PLAY, C.OP_STOP, C.OP_SOLO, C.OP_CLEAR, C.OP_UNDO,
                        C.OP_REDO))
@@ -233,7 +236,7 @@ class Engine:
     64
     """
 
-    def __init__(self, config: EngineConfig, pool: ChunkPool | None = None, history: int = 16):
+    def __init__(self, config: EngineConfig, pool: ChunkPool | None = None):
         cfg = config
         self.config = cfg
         self.sample_rate = cfg.sample_rate
@@ -248,7 +251,8 @@ class Engine:
         # a shell for every cell: all of them may start recording on the same beat
         self.pool = pool or ChunkPool(ch, cfg.chunk_frames, cfg.max_chunks_per_take,
                                       cfg.declick_frames, cfg.pool_reserve_chunks,
-                                      reserve_takes=cfg.columns * cfg.rows + 1)
+                                      reserve_takes=cfg.columns * cfg.rows + 1,
+                                      budget_frames=cfg.record_budget_frames)
         self.max_chunks = cfg.max_chunks_per_take
         self.chunk_frames = cfg.chunk_frames
 
@@ -312,7 +316,7 @@ class Engine:
         self.block_frames = 0
 
         # the matrix
-        self.cells = [[Cell(c, r, history) for r in range(self.nrows)]
+        self.cells = [[Cell(c, r, cfg.undo_depth) for r in range(self.nrows)]
                       for c in range(self.ncols)]
         self.columns = [Column(c, self.nrows) for c in range(self.ncols)]
         self.selected = (0, 0)
@@ -322,6 +326,7 @@ class Engine:
         self.captures: list[Cell | None] = [None] * (self.ncols * self.nrows)
         self.next_rec_end = -1
         self.take_serial = 0
+        self.session_loads = 0
 
         # global parameters
         self.ramps = np.zeros((3, RAMP_FIELDS), np.float64)  # master, monitor, click
@@ -450,6 +455,8 @@ class Engine:
             self._drain_io()
         if self.commands:
             self._drain_commands()
+        if self.capturing and self.pool.exhausted:
+            self._budget_guard()
         if midi_out is not None and midi_out.count:
             midi_out.clear()
         self.mo = midi_out
@@ -1168,6 +1175,10 @@ class Engine:
                 return
             if not self._finish_first(col, f, k):
                 return
+        if col.beats and self.pool.exhausted and len(self.pool.chunks) * self.chunk_frames \
+                < col.length + self.latency_frames + self.chunk_frames:
+            self._reject(11)  # a fixed length the budget cannot hold: not started
+            return
         take = self.pool.take_shell()
         if take is None:
             self._reject(2)
@@ -1196,6 +1207,31 @@ class Engine:
             cell.rec_end = f + col.length
             self._update_next_rec_end()
         col.running = True
+
+    def _budget_guard(self) -> None:
+        """The recording budget is used up, so the free chunks are all there is: a first
+        recording that they would not carry past the next beat (plus one beat, the latency
+        tail and a block) ends on that beat, as if ``record`` had been pressed (code 10)."""
+        free = len(self.pool.chunks) * self.chunk_frames
+        margin = int(self.spb) + self.latency_frames + self.block_size
+        need = 0
+        for i in range(self.capturing):
+            cell: Cell = self.captures[i]  # type: ignore[assignment]
+            take = cell.rec
+            if take is None:
+                continue
+            room = take.nchunks * self.chunk_frames - take.captured  # left in its chunks
+            if take.length:
+                need += max(take.length - take.captured - room, 0)
+            else:
+                need += max(self.next_beat_frame - self.frame + margin - room, 0)
+        if need <= free:
+            return
+        for i in range(self.capturing):
+            cell = self.captures[i]  # type: ignore[assignment]
+            if cell.rec_first and cell.state == RECORDING and cell.pending != C.OP_RECORD:
+                cell.pending = C.OP_RECORD
+                self._reject(10)
 
     def _finish_first(self, col: Column, f: int, k: int) -> bool:
         cell = self.cells[col.index][col.first_row]
@@ -1514,10 +1550,13 @@ class Engine:
                 take, data = msg[1], msg[2]
                 if take.length == data.shape[0]:
                     take.data = data
+                    self.to_io.append(("chunks", take))  # no longer read: back to the pool
                     for col in self.columns:
                         for cell in self.cells[col.index]:
                             if cell.take is take:
                                 col.restack = True
+            elif kind == "session":
+                self.install_session(msg[1], msg[2], msg[3])
             elif kind == "stack":
                 col = self.columns[msg[1]]
                 stack, takes = msg[2], msg[3]
@@ -1527,6 +1566,84 @@ class Engine:
                     col.stack_takes[:] = takes
                     if old is not None:
                         self.to_io.append(("release", old))
+
+    def install_session(self, cells: list[dict[str, Any]], tempo_bpm: float,
+                        beats_per_bar: int) -> None:
+        """Replace the whole matrix with a loaded session (see rtcore.store): everything
+        stops, every take goes to the I/O side to be released, and the cells get their
+        loops (consolidated takes), history, volume and state (idle: nothing plays until
+        asked). ``cells`` entries: ``column``, ``row``, ``volume``, ``history`` (takes or
+        CLEARED, oldest first) and ``pos`` (the current entry, -1 for none). Bounded: a
+        pass over the matrix. Offline or before the audio starts, call it directly; live,
+        the I/O side queues it and the audio thread runs it at a block start."""
+        f = self.frame
+        for col in self.columns:
+            for cell in self.cells[col.index]:
+                self._stop_capture(cell)
+                if cell.recording is not None:
+                    self.to_io.append(("discard", cell.recording))
+                    cell.recording = None
+                hist = cell.hist
+                for i in range(len(hist)):  # a take is in a cell's history once
+                    entry = hist[i]
+                    if isinstance(entry, Take):
+                        self.to_io.append(("release", entry))
+                    hist[i] = None
+                cell.hist_len = 0
+                cell.hist_pos = -1
+                cell.take = None
+                cell.pending = 0
+                cell.rec_first = False
+                cell.rec_end = -1
+                cell.state = EMPTY
+                cell.gain.set(0.0, f, 0)
+            col.beats = 0
+            col.length = 0
+            col.pos = col.rpos = 0
+            col.running = col.fading = False
+            col.first_row = -1
+            col.plan_dirty = True
+            if col.stack is not None:
+                self.to_io.append(("release", col.stack))
+                self._set_stack(col, None)
+            col.stack_takes[:] = [None] * self.nrows
+        self.recording_count = 0
+        self.solo_count = 0
+        self.next_rec_end = -1
+        self.npaused = 0
+        self.beats_per_bar = beats_per_bar
+        if TEMPO_MIN_BPM <= tempo_bpm <= TEMPO_MAX_BPM and not self.sync_midi:
+            self._set_spb(self.sample_rate * 60.0 / tempo_bpm)
+            self._anchor_next_beat(self.next_beat_frame, f)
+        for entry in cells:
+            col = self.columns[entry["column"]]
+            cell = self.cells[col.index][entry["row"]]
+            hist = entry["history"][-len(cell.hist):]
+            for i, h in enumerate(hist):
+                cell.hist[i] = h
+            cell.hist_len = len(hist)
+            cell.hist_pos = min(entry["pos"], cell.hist_len - 1)
+            cell.volume = float(entry["volume"])
+            take = cell.hist[cell.hist_pos] if cell.hist_pos >= 0 else None
+            if isinstance(take, Take):
+                cell.take = take
+                cell.state = IDLE
+                if col.beats == 0:
+                    col.beats = take.beats
+                    col.length = take.length
+                col.restack = True
+            for h in hist:
+                if isinstance(h, Take) and h.serial > self.take_serial:
+                    self.take_serial = h.serial
+        self.session_loads += 1
+
+    def _pool_status(self) -> dict[str, Any]:
+        pool = self.pool
+        rate60 = self.sample_rate * 60.0
+        return {"free_chunks": len(pool.chunks), "chunk_frames": self.chunk_frames,
+                "budget_minutes": round(pool.budget_frames / rate60, 3),
+                "used_minutes": round(pool.used_frames() / rate60, 3),
+                "exhausted": pool.exhausted}
 
     def _set_stack(self, col: Column, stack: Audio | None) -> None:
         col.stack = stack
@@ -1565,7 +1682,7 @@ class Engine:
                          "beats_left": max(0, self.count_in_until - self.beat - 1)
                          if self.count_in_until >= 0 else 0},
             "midi": self._midi_status(),
-            "pool": {"free_chunks": len(self.pool.chunks), "chunk_frames": self.chunk_frames},
+            "pool": self._pool_status(),
             "columns": [
                 {"beats": col.beats, "length_frames": col.length, "position": col.pos,
                  "running": col.running}

@@ -32,7 +32,8 @@ from rtcore.engine import Engine
 from rtcore.errors import CommandError, ConfigError, OuroError
 from rtcore.ioside import IOSide, IOThread
 from rtcore.midimap import MidiMap, binding_from_message, configured_map, load_map
-from rtcore.session import save_session, write_json_atomic, write_text_atomic
+from rtcore.session import write_json_atomic, write_text_atomic
+from rtcore.store import LOOP_FORMATS, SessionKeeper, save_session
 
 DEFAULT_OSC_PORT = 9951
 PEDAL_DATA_DIR = Path("/var/lib/ouroboros")
@@ -61,6 +62,7 @@ class LiveSettings:
     gc_interval_s: float = 5.0
     cpu_wakeup_latency_us: int = 0  # -1 leaves the CPUs' idle states alone
     lock_memory: bool = True
+    session_format: str = "wav"  # loop files: "wav" (float, bit-exact) or "flac" (24-bit)
 
 
 _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -73,6 +75,7 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                 (int, float)), "gc_interval_s": ("gc_interval_s", (int, float)),
                 "cpu_wakeup_latency_us": ("cpu_wakeup_latency_us", int),
                 "lock_memory": ("lock_memory", bool)},
+    "session": {"format": ("session_format", str)},
 }
 _FROM_SERVER = ("sample_rate", "block_size")
 
@@ -163,6 +166,9 @@ def _check_settings(s: LiveSettings, where: str) -> None:
                           f"0..1000000, got {s.cpu_wakeup_latency_us}")
     if not s.client_name or len(s.client_name) > 60:
         raise ConfigError(f"{where}: client name must be 1..60 characters")
+    if s.session_format not in LOOP_FORMATS:
+        raise ConfigError(f"{where}: [session] format must be one of "
+                          f"{', '.join(LOOP_FORMATS)}, got {s.session_format!r}")
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -415,12 +421,28 @@ class LiveEngine:
         self.memory: MemoryLock | None = None
         self.started = time.time()
         self.midi_map = MidiMapKeeper(engine, settings.engine.midi_map, settings.data_dir)
+        self.keeper: SessionKeeper | None = None
+        self.io: IOSide | None = None
 
     def submit(self, cmd: Command) -> None:
         self.engine.submit(cmd)
 
     def midi_request(self, name: str, args: list[Any], reply: Any) -> bytes:
         return self.midi_map.request(name, args, reply)
+
+    def session_request(self, name: str, args: list[Any], reply: Any) -> bytes:
+        """``/ouro/session/<name>``: answered now with ``/ouro/session`` (JSON), and, for
+        the queued ones, with ``/ouro/session/done`` when the I/O thread has done it."""
+        from rtcore.osc import osc_text
+
+        if self.keeper is None:
+            raise CommandError(f"session/{name}: sessions are not kept")
+        try:
+            now = self.keeper.request(name, args, lambda result: reply(
+                osc_text("/ouro/session/done", json.dumps(result))))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        return osc_text("/ouro/session", json.dumps(now))
 
     def status(self) -> dict[str, Any]:
         doc = self.engine.status()
@@ -431,6 +453,10 @@ class LiveEngine:
         doc["latency_frames"] = self.engine.latency_frames
         doc["midi"]["map"] = self.midi_map.status()
         doc["midi"]["in"]["dropped"] = self.host.midi_in.dropped
+        if self.keeper is not None:
+            doc["session"] = self.keeper.status()
+        if self.io is not None:
+            doc["pool"]["consolidate_ms"] = round(self.io.consolidate_ms, 2)
         doc["osc"] = self.osc.stats() if self.osc is not None else {}
         doc["gc"] = self.gc.status() if self.gc is not None else {}
         doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
@@ -461,9 +487,16 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
         host.close()
         raise HostError(f"the JACK server's settings don't suit the engine: {exc}") from None
     engine = Engine(cfg)
-    io = IOSide(engine)
+    keeper = SessionKeeper(engine, data_dir, settings.session_format)
+    restored = keeper.restore()  # before the audio starts: installed directly
+    for problem in restored.problems:
+        out(f"ouro engine: session: {problem}")
+    io = IOSide(engine, keeper)
+    io.service()  # the pool stocked, the restored columns stacked
     io_thread = IOThread(io)
     live = LiveEngine(engine, host, settings)
+    live.keeper = keeper
+    live.io = io
     try:
         osc = OscServer(live, settings.osc_host, settings.osc_port,
                         max_rate=settings.osc_max_rate)
@@ -509,7 +542,8 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     try:
         # signals stay caught until the loops are on disk: a second Ctrl-C must not lose them
         io.service()
-        manifest = save_session(engine, data_dir / "session")
+        manifest = save_session(engine, data_dir / "session", keeper.files,
+                                settings.session_format)
         (data_dir / "engine.json").unlink(missing_ok=True)
     finally:
         _restore_signals(previous)

@@ -101,32 +101,59 @@ class ChunkPool:
 
     The audio thread only pops (``deque.popleft`` is atomic); the stocking side only
     appends. When the pool is empty the audio thread gets ``None`` and must cope.
+
+    The pool keeps the recording budget: the audio held at once (the frames of every chunk
+    it ever handed out or holds, plus the consolidated loops, ``held_frames``, kept up to
+    date by the stocking side) stays within ``budget_frames``. Once the budget is used up
+    ``exhausted`` is set and the pool is only refilled by chunks given back.
     """
 
     def __init__(self, channels: int, chunk_frames: int, max_chunks: int,
-                 preroll_frames: int, reserve_chunks: int, reserve_takes: int = 8):
+                 preroll_frames: int, reserve_chunks: int, reserve_takes: int = 8,
+                 budget_frames: int = 1 << 62):
         self.channels = channels
         self.chunk_frames = chunk_frames
         self.max_chunks = max_chunks
         self.preroll_frames = preroll_frames
         self.reserve_chunks = reserve_chunks
         self.reserve_takes = reserve_takes
+        self.budget_frames = budget_frames
+        self.allocated = 0  # chunks in existence (free here, or in takes)
+        self.held_frames = 0  # consolidated audio held by takes
+        self.exhausted = False
         self.chunks: deque[Audio] = deque()
         self.takes: deque[Take] = deque()
         self.stock()
 
+    def used_frames(self) -> int:
+        return self.allocated * self.chunk_frames + self.held_frames
+
     def stock(self) -> int:
-        """Top the pool up to its reserve; returns how many chunks were added. Not real-time."""
+        """Top the pool up to its reserve, within the budget; returns how many chunks were
+        added. Not real-time."""
         added = 0
+        cf = self.chunk_frames
         while len(self.chunks) < self.reserve_chunks:
-            chunk = np.zeros((self.chunk_frames, self.channels), np.float32)
+            if self.used_frames() + cf > self.budget_frames:
+                break
+            chunk = np.zeros((cf, self.channels), np.float32)
             chunk.fill(0.0)  # touched here: zeroed memory is only mapped until written
             self.chunks.append(chunk)
+            self.allocated += 1
             added += 1
+        self.exhausted = self.used_frames() + cf > self.budget_frames
         while len(self.takes) < self.reserve_takes:
             self.takes.append(Take(self.channels, self.chunk_frames, self.max_chunks,
                                    self.preroll_frames))
         return added
+
+    def give_back(self, chunk: Audio) -> None:
+        """A chunk no take needs any more: free for the next recording, or dropped (and
+        its memory with it) when the pool is full."""
+        if len(self.chunks) < self.reserve_chunks:
+            self.chunks.append(chunk)
+        else:
+            self.allocated -= 1
 
     def take_chunk(self) -> Audio | None:
         try:

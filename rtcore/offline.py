@@ -23,7 +23,8 @@ from rtcore.engine import Engine
 from rtcore.errors import CommandError, ConfigError, ScriptError
 from rtcore.ioside import IOSide
 from rtcore.midi import MidiBuffer
-from rtcore.session import save_session, write_json_atomic
+from rtcore.session import write_json_atomic
+from rtcore.store import save_session
 
 MAX_DURATION_FRAMES = 384000 * 3600  # one hour at the highest sample rate
 

@@ -52,7 +52,9 @@ __all__ = [
     "DEFAULT_PORT",
     "MIDI_ADDRESSES",
     "PREFIX",
+    "RECORDER_ADDRESSES",
     "SERVER_ADDRESSES",
+    "SESSION_ADDRESSES",
     "Controller",
     "MidiController",
     "OscError",
@@ -69,6 +71,17 @@ DEFAULT_PORT = 9951
 SERVER_ADDRESSES = ("status", "subscribe", "unsubscribe", "ping")
 # MIDI map addresses (answered by the controller's ``midi_request``, see docs/osc.md)
 MIDI_ADDRESSES = ("midi/learn", "midi/unlearn", "midi/map", "midi/reset")
+# sessions on disk and the session recorder (``session_request``, ``recorder_request``)
+SESSION_ADDRESSES = ("session/save", "session/save_as", "session/load", "session/list",
+                     "session/delete", "session/new")
+RECORDER_ADDRESSES = ("recorder/start", "recorder/stop")
+# address group -> (the controller's handler, what a server without one says)
+_REQUESTS = {
+    "midi": ("midi_request", "this server keeps no MIDI map"),
+    "session": ("session_request", "this server keeps no sessions"),
+    "recorder": ("recorder_request", "this server has no session recorder"),
+}
+_GROUPED = MIDI_ADDRESSES + SESSION_ADDRESSES + RECORDER_ADDRESSES
 
 # Commands and controller packets are a few dozen bytes; refusing big packets before
 # parsing keeps the worst case per packet small.
@@ -386,16 +399,18 @@ class OscServer:
             elif name == "unsubscribe":
                 self._no_args(name, args)
                 self._subs.pop(sender, None)
-            elif name in MIDI_ADDRESSES:
-                handler = getattr(ctl, "midi_request", None)
+            elif name in _GROUPED:
+                group, _, op = name.partition("/")
+                attr, missing = _REQUESTS[group]
+                handler = getattr(ctl, attr, None)
                 if handler is None:
-                    raise _Refused(f"{name}: this server keeps no MIDI map")
-                reply = handler(name[len("midi/"):], list(args),
+                    raise _Refused(f"{name}: {missing}")
+                reply = handler(op, list(args),
                                 lambda dgram, to=sender: self._send(to, dgram, reply=True))
             else:
                 self._error(sender, f"unknown address {_short(address)!r}: commands are "
                                     f"{PREFIX}{{{','.join(VOCABULARY)}}}; also "
-                                    f"{PREFIX}{{{','.join(SERVER_ADDRESSES + MIDI_ADDRESSES)}}}")
+                                    f"{PREFIX}{{{','.join(SERVER_ADDRESSES + _GROUPED)}}}")
                 return
             # counted before the reply goes out, so whoever got the reply sees the count
             self._counts["handled"] += 1

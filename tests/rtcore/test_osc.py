@@ -34,7 +34,9 @@ from rtcore.osc import (
     MAX_MESSAGES_PER_PACKET,
     MAX_PACKET_BYTES,
     MIDI_ADDRESSES,
+    RECORDER_ADDRESSES,
     SERVER_ADDRESSES,
+    SESSION_ADDRESSES,
     OscError,
     OscServer,
     signature,
@@ -672,7 +674,7 @@ def test_the_docs_list_every_address() -> None:
     for name in VOCABULARY:
         assert name in rows, f"/ouro/{name} is not in the table of docs/osc.md"
         assert rows[name].strip() == f"{signature(name)}", name
-    for name in SERVER_ADDRESSES + MIDI_ADDRESSES:
+    for name in SERVER_ADDRESSES + MIDI_ADDRESSES + SESSION_ADDRESSES + RECORDER_ADDRESSES:
         assert name in rows, f"/ouro/{name} is not in the table of docs/osc.md"
 
 

@@ -16,7 +16,8 @@ from rtcore.commands import parse_args
 from rtcore.config import EngineConfig
 from rtcore.engine import Engine
 from rtcore.ioside import IOSide
-from rtcore.session import save_session, write_json_atomic
+from rtcore.session import write_json_atomic
+from rtcore.store import save_session
 
 SR = 8000
 SPB = 4000  # 120 BPM at 8 kHz
@@ -98,7 +99,7 @@ def test_manifest_fields(tmp_path):
     path = save_session(rig.engine, tmp_path / "sess")
     assert path == tmp_path / "sess" / "session.json"
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["tempo"] == 120.0
     assert doc["sample_rate"] == SR
     assert doc["beats_per_bar"] == 4
@@ -149,7 +150,7 @@ def test_an_empty_engine_saves_an_empty_manifest(tmp_path):
     rig.run_to(1000)
     doc = json.loads(save_session(rig.engine, tmp_path / "sess").read_text())
     assert doc["cells"] == []
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
 
 
 def test_a_first_recording_in_progress_is_not_saved(tmp_path):
