@@ -1332,6 +1332,7 @@ class Engine:
             for i in range(len(hist) - 1):
                 hist[i] = hist[i + 1]
             pos = len(hist) - 1
+            hist[pos] = None  # moved down: not an entry to release below
             if isinstance(dropped, Take):
                 self.to_io.append(("release", dropped))
         for i in range(pos, cell.hist_len):
@@ -1596,6 +1597,7 @@ class Engine:
                 cell.rec_first = False
                 cell.rec_end = -1
                 cell.state = EMPTY
+                cell.volume = 1.0
                 cell.gain.set(0.0, f, 0)
             col.beats = 0
             col.length = 0

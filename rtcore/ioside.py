@@ -47,8 +47,12 @@ class IOSide:
                     self._consolidate(msg[1])
                 elif kind == "discard":
                     self._recycle(msg[1])
-                elif kind == "chunks" or (kind == "release" and isinstance(msg[1], Take)):
+                elif kind == "chunks":
                     self._give_back(msg[1])
+                elif kind == "release" and isinstance(msg[1], Take):
+                    self._give_back(msg[1])
+                    if self.keeper is not None:
+                        self.keeper.forget(msg[1])
                 # "release" of anything else: dropping the reference here frees the memory
                 # off the audio thread
                 done += 1

@@ -37,6 +37,7 @@ import re
 import shutil
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -146,12 +147,14 @@ def save_session(engine: Engine, directory: Path, files: dict[int, str] | None =
     return write_manifest(directory, manifest_of(engine, files))
 
 
-def write_manifest(directory: Path, doc: dict[str, Any]) -> Path:
-    """Replace the manifest, then delete loop files it does not name."""
+def write_manifest(directory: Path, doc: dict[str, Any],
+                   keep: Iterable[str] = ()) -> Path:
+    """Replace the manifest, then delete loop files it does not name (other than ``keep``:
+    loops saved but not in a cell's history yet)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MANIFEST
     write_json_atomic(path, doc)
-    named = {t["file"] for t in doc.get("takes", {}).values()}
+    named = {t["file"] for t in doc.get("takes", {}).values()} | set(keep)
     loops = directory / "loops"
     if loops.is_dir():
         for f in loops.iterdir():
@@ -346,6 +349,9 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
                             f"{length!r} are not usable; skipped")
         return None
     path = directory / rel
+    if not path.is_file():
+        out.problems.append(f"{where}: {rel}: missing; skipped")
+        return None
     try:
         with sf.SoundFile(path) as f:
             if f.samplerate != shape.sample_rate or f.channels != shape.channels:
@@ -354,9 +360,6 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
                                     f"{shape.sample_rate} Hz; skipped")
                 return None
             data = f.read(dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        out.problems.append(f"{where}: {rel}: missing; skipped")
-        return None
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         out.problems.append(f"{where}: {rel}: not a readable audio file ({exc}); skipped")
         return None
@@ -445,6 +448,7 @@ class SessionKeeper:
     """
 
     MANIFEST_INTERVAL_S = 0.25
+    RETRY_S = 2.0  # after a failed save (a full disk, say)
 
     def __init__(self, engine: Engine, data_dir: Path, fmt: str = "wav"):
         if fmt not in LOOP_FORMATS:
@@ -465,6 +469,7 @@ class SessionKeeper:
         self.last: dict[str, Any] = {}
         self.restored: dict[str, Any] = {}
         self.installing = -1  # the engine's session_loads when an install was queued
+        self.unsaved: dict[int, tuple[Take, Audio]] = {}  # loops whose save failed
 
     # ------------------------------------------------------------------ start
 
@@ -483,15 +488,25 @@ class SessionKeeper:
 
     # ------------------------------------------------------------------ I/O thread
 
-    def loop_done(self, take: Take, data: Audio) -> None:
+    def loop_done(self, take: Take, data: Audio) -> bool:
         """A recording was consolidated: write its loop file now."""
         try:
             self.files[take.serial] = save_loop(self.dir, take.serial, data,
                                                 self.engine.sample_rate, self.fmt)
-            self.loops_saved += 1
-            self.dirty = True
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             self.problem = f"loop t{take.serial} not saved: {exc}"
+            self.unsaved[take.serial] = (take, data)
+            return False
+        self.unsaved.pop(take.serial, None)
+        self.loops_saved += 1
+        self.dirty = True
+        return True
+
+    def forget(self, take: Take) -> None:
+        """The engine let go of a take (out of the undo history): its file may go."""
+        if self.files.pop(take.serial, None) is not None:
+            self.dirty = True
+        self.unsaved.pop(take.serial, None)
 
     def service(self, now: float) -> int:
         """Run queued requests, and rewrite the manifest if the matrix changed."""
@@ -509,32 +524,34 @@ class SessionKeeper:
         if sig != self.signature:
             self.signature = sig
             self.dirty = True
-        if self.dirty and now - self.last_write >= self.MANIFEST_INTERVAL_S:
+        wait = self.RETRY_S if self.problem else self.MANIFEST_INTERVAL_S
+        if self.dirty and now - self.last_write >= wait:
             self.write()
-            done += 1
+            done += 0 if self.problem else 1
         return done
 
     def write(self) -> None:
         self.last_write = time.monotonic()
         self.dirty = False
         try:
-            self._save_missing()
-            write_manifest(self.dir, manifest_of(self.engine, self.files))
+            complete = self._save_missing()
+            write_manifest(self.dir, manifest_of(self.engine, self.files),
+                           self.files.values())
             self.manifests += 1
-            self.problem = ""
+            if complete:
+                self.problem = ""
         except (OSError, sf.LibsndfileError, RuntimeError) as exc:
             self.problem = f"session not saved: {exc}"
             self.dirty = True
 
-    def _save_missing(self) -> None:
-        """Loops of the matrix whose file is not written (a save that failed, say)."""
-        eng = self.engine
-        for col in eng.columns:
-            for cell in eng.cells[col.index]:
-                for entry in cell.hist[:cell.hist_len]:
-                    if isinstance(entry, Take) and entry.data is not None \
-                            and entry.serial not in self.files:
-                        self.loop_done(entry, entry.data)
+    def _save_missing(self) -> bool:
+        """Write the loops whose save failed; False if one still could not be written."""
+        complete = True
+        for take, data in list(self.unsaved.values()):
+            complete = self.loop_done(take, data) and complete
+        if not complete:
+            self.dirty = True  # try again with the next manifest
+        return complete
 
     def _signature(self) -> tuple[Any, ...]:
         eng = self.engine
