@@ -87,13 +87,26 @@ class Take:
 
 
 def consolidate(take: Take) -> Audio:
-    """The take as one buffer whose index 0 is column beat 1: ``C[p] = B[(p - o) mod L]``."""
+    """The take as one buffer whose index 0 is column beat 1: ``C[p] = B[(p - o) mod L]``.
+
+    Each chunk is copied once, straight to its rotated place. A chunk missing from a take
+    (the pool ran dry in its latency tail) is silence there, as is a take cut short."""
     length = take.length
-    flat = np.concatenate(take.chunk_list(), axis=0)[:length]
-    if flat.shape[0] < length:  # a take cut short keeps its length; the rest is silence
-        flat = np.concatenate([flat, np.zeros((length - flat.shape[0], take.channels),
-                                              np.float32)])
-    return np.ascontiguousarray(np.roll(flat, take.sync_offset % length, axis=0))
+    cf = take.chunk_frames
+    o = take.sync_offset % length
+    out = np.zeros((length, take.channels), np.float32)
+    for i in range(take.nchunks):
+        chunk = take.chunks[i]
+        start = i * cf
+        if chunk is None or start >= length:
+            continue
+        n = min(cf, length - start)
+        dst = (start + o) % length
+        k = min(n, length - dst)
+        out[dst:dst + k] = chunk[:k]
+        if k < n:
+            out[:n - k] = chunk[k:n]
+    return out
 
 
 class ChunkPool:

@@ -172,3 +172,17 @@ def test_consolidate_of_a_take_cut_short_keeps_its_length() -> None:
     full[:100] = b
     p = np.arange(150)
     assert_same(c, full[(p - 10) % 150])
+
+
+def test_a_chunk_missing_from_a_take_is_silence_in_its_place() -> None:
+    # the pool ran dry in a latency tail: the take has a hole, not a shorter buffer
+    take = Take(2, 4, 4, 0)
+    take.reset(1)
+    for i in (0, 2):
+        take.chunks[i] = np.full((4, 2), i + 1.0, np.float32)
+    take.nchunks = 3
+    take.length = take.captured = 10
+    take.sync_offset = 3
+    got = consolidate(take)
+    want = np.concatenate([np.full(4, 1.0), np.zeros(4), np.full(2, 3.0)]).astype(np.float32)
+    np.testing.assert_array_equal(got[:, 0], np.roll(want, 3))
