@@ -1732,6 +1732,9 @@ class Engine:
             "length_frames": shown.length if shown is not None else 0,
             "sync_offset_frames": shown.sync_offset if shown is not None else 0,
             "consolidated": take is not None and take.data is not None,
+            # the loop's CRC-32 (of its float32 samples) once consolidated: the same after a
+            # reload from disk
+            "crc32": take.crc if take is not None and take.data is not None else None,
             "undo": cell.hist_pos + 1,
             "redo": cell.hist_len - cell.hist_pos - 1,
         }

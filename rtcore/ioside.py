@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,6 +72,7 @@ class IOSide:
         t0 = time.perf_counter()
         data = consolidate(take)
         self.consolidate_ms = (time.perf_counter() - t0) * 1000.0
+        take.crc = zlib.crc32(data)
         self.consolidated += 1
         self.engine.from_io.append(("consolidated", take, data))
         if self.keeper is not None:

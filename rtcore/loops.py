@@ -27,7 +27,7 @@ class Take:
     """
 
     __slots__ = (
-        "beats", "captured", "channels", "chunk_frames", "chunks", "data",
+        "beats", "captured", "channels", "chunk_frames", "chunks", "crc", "data",
         "length", "nchunks", "preroll", "preroll_frames", "serial", "sync_offset",
     )
 
@@ -47,6 +47,7 @@ class Take:
         self.beats = 0
         self.sync_offset = 0
         self.data: Audio | None = None
+        self.crc = -1  # CRC-32 of ``data``'s bytes, set off the audio thread; -1 unknown
 
     def chunk_list(self) -> list[Audio]:
         """The chunks in use (non-real-time callers only: builds a list)."""

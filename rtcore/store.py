@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -379,6 +380,7 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
     take.sync_offset = offset if _int(offset) else 0
     take.captured = length
     take.data = np.ascontiguousarray(data)
+    take.crc = zlib.crc32(take.data)
     return take
 
 

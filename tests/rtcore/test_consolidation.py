@@ -81,7 +81,8 @@ def test_output_is_identical_with_and_without_consolidation(name: str, service: 
     assert_same(cons.click, plain.click, "click")
     for col_c, col_p in zip(st_c["cells"], st_p["cells"], strict=True):
         for c, p in zip(col_c, col_p, strict=True):
-            assert {**c, "consolidated": None} == {**p, "consolidated": None}
+            assert {**c, "consolidated": None, "crc32": None} == {**p, "consolidated": None,
+                                                             "crc32": None}
 
 
 def test_consolidated_buffer_is_rotated_to_column_beat_one() -> None:

@@ -431,6 +431,6 @@ def test_defaults_stereo_main_mono_click_five_by_five() -> None:
     assert len(st["columns"]) == 5
     assert st["cells"][4][4] == {
         "state": "empty", "next_state": "empty", "volume": 1.0, "beats": 0,
-        "length_frames": 0, "sync_offset_frames": 0, "consolidated": False,
+        "length_frames": 0, "sync_offset_frames": 0, "consolidated": False, "crc32": None,
         "undo": 0, "redo": 0,
     }
