@@ -40,6 +40,7 @@ from rtcore.kernels import (
 from rtcore.loops import Audio, ChunkPool, Take
 from rtcore.midi import MESSAGE_LENGTH, MidiBuffer
 from rtcore.midimap import CC_ON, PRESS, action_value, configured_map
+from rtcore.recorder import push2, push_silence
 from rtcore.sync import (
     CLOCK,
     CONTINUE,
@@ -327,6 +328,9 @@ class Engine:
         self.next_rec_end = -1
         self.take_serial = 0
         self.session_loads = 0
+        # the session recorder's ring (see attach_recorder)
+        self.rec_ring: Audio | None = None
+        self.rec_cursors = np.zeros(8, np.int64)
 
         # global parameters
         self.ramps = np.zeros((3, RAMP_FIELDS), np.float64)  # master, monitor, click
@@ -485,6 +489,8 @@ class Engine:
             keep_tail(self.xi, VS_IN_HISTORY, inputs, n)
             keep_tail(self.xo, VS_OUT_HISTORY, main_out, n)
             keep_tail(self.xc, VS_OUT_HISTORY, click_out, n)
+        if self.rec_ring is not None:  # the session recorder (returns at once when off)
+            push2(self.rec_ring, self.rec_cursors, inputs, main_out, n)
         self.host_frame += n
         self.next_midi = -1
         self.mi = None
@@ -532,6 +538,8 @@ class Engine:
         self.xruns += 1
         self.missed_frames += missed_frames
         self.host_frame += missed_frames
+        if self.rec_ring is not None:  # the recording keeps the timeline: silence
+            push_silence(self.rec_ring, self.rec_cursors, missed_frames)
         self.out_relocate = self.out_running  # the gap's ticks are lost: tell where we are
         self._drain_io()
         self._drain_commands()
@@ -1567,6 +1575,12 @@ class Engine:
                     col.stack_takes[:] = takes
                     if old is not None:
                         self.to_io.append(("release", old))
+
+    def attach_recorder(self, ring: Audio, cursors: np.ndarray) -> None:
+        """From now on every block's input and main out also go into the session
+        recorder's ring (rtcore.recorder; built, and its kernels compiled, by the caller)."""
+        self.rec_cursors = cursors
+        self.rec_ring = ring
 
     def install_session(self, cells: list[dict[str, Any]], tempo_bpm: float,
                         beats_per_bar: int) -> None:

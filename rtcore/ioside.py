@@ -72,7 +72,7 @@ class IOSide:
         t0 = time.perf_counter()
         data = consolidate(take)
         self.consolidate_ms = (time.perf_counter() - t0) * 1000.0
-        take.crc = zlib.crc32(data)
+        take.crc = zlib.crc32(data.data)
         self.consolidated += 1
         self.engine.from_io.append(("consolidated", take, data))
         if self.keeper is not None:

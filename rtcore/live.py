@@ -32,6 +32,7 @@ from rtcore.engine import Engine
 from rtcore.errors import CommandError, ConfigError, OuroError
 from rtcore.ioside import IOSide, IOThread
 from rtcore.midimap import MidiMap, binding_from_message, configured_map, load_map
+from rtcore.recorder import Recorder, RecorderConfig
 from rtcore.session import write_json_atomic, write_text_atomic
 from rtcore.store import LOOP_FORMATS, SessionKeeper, save_session
 
@@ -63,6 +64,7 @@ class LiveSettings:
     cpu_wakeup_latency_us: int = 0  # -1 leaves the CPUs' idle states alone
     lock_memory: bool = True
     session_format: str = "wav"  # loop files: "wav" (float, bit-exact) or "flac" (24-bit)
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
 
 
 _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -97,10 +99,10 @@ def load_settings(path: Path | None, **overrides: Any) -> LiveSettings:
             raise ConfigError(f"{where}: cannot read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-        unknown = sorted(set(doc) - {"engine", *_TABLES})
+        unknown = sorted(set(doc) - {"engine", "recorder", *_TABLES})
         if unknown:
             raise ConfigError(f"{where}: unknown table(s) {', '.join(map(repr, unknown))} "
-                              f"(known: engine, {', '.join(_TABLES)})")
+                              f"(known: engine, recorder, {', '.join(_TABLES)})")
         for name, table in doc.items():
             if not isinstance(table, dict):
                 raise ConfigError(f"{where}: [{name}] must be a table")
@@ -126,6 +128,8 @@ def load_settings(path: Path | None, **overrides: Any) -> LiveSettings:
                                       f"{_type_words(types)}, got {value!r}")
                 values[attr] = value
         values["engine"] = EngineConfig.from_mapping(engine_table, f"{where}: [engine]")
+        values["recorder"] = RecorderConfig.from_mapping(doc.get("recorder", {}),
+                                                         f"{where}: [recorder]")
     for key, value in overrides.items():
         if value is not None:
             values[key] = value
@@ -423,6 +427,7 @@ class LiveEngine:
         self.midi_map = MidiMapKeeper(engine, settings.engine.midi_map, settings.data_dir)
         self.keeper: SessionKeeper | None = None
         self.io: IOSide | None = None
+        self.recorder: Recorder | None = None
 
     def submit(self, cmd: Command) -> None:
         self.engine.submit(cmd)
@@ -444,6 +449,21 @@ class LiveEngine:
             raise CommandError(str(exc)) from None
         return osc_text("/ouro/session", json.dumps(now))
 
+    def recorder_request(self, name: str, args: list[Any], reply: Any) -> bytes:
+        """``/ouro/recorder/start`` and ``/ouro/recorder/stop``: answered with the
+        recorder's status (JSON) once done (stopping finishes the files)."""
+        from rtcore.osc import osc_text
+
+        if args:
+            raise CommandError(f"recorder/{name}: takes no arguments, got {len(args)}")
+        if self.recorder is None:
+            raise CommandError(f"recorder/{name}: there is no session recorder")
+        if name == "start":
+            self.recorder.start()
+        else:
+            self.recorder.stop()
+        return osc_text("/ouro/recorder", json.dumps(self.recorder.status()))
+
     def status(self) -> dict[str, Any]:
         doc = self.engine.status()
         host = self.host.status()
@@ -457,6 +477,8 @@ class LiveEngine:
             doc["session"] = self.keeper.status()
         if self.io is not None:
             doc["pool"]["consolidate_ms"] = round(self.io.consolidate_ms, 2)
+        if self.recorder is not None:
+            doc["recorder"] = self.recorder.status()
         doc["osc"] = self.osc.stats() if self.osc is not None else {}
         doc["gc"] = self.gc.status() if self.gc is not None else {}
         doc["process"] = {"pid": os.getpid(), "uptime_s": round(time.time() - self.started, 1),
@@ -497,6 +519,12 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     live = LiveEngine(engine, host, settings)
     live.keeper = keeper
     live.io = io
+    channels = settings.engine.channels
+    recorder = Recorder(settings.recorder, data_dir / "recordings",
+                        sample_rate=host.sample_rate, in_channels=channels,
+                        out_channels=channels)
+    engine.attach_recorder(recorder.ring_array, recorder.cursors)
+    live.recorder = recorder
     try:
         osc = OscServer(live, settings.osc_host, settings.osc_port,
                         max_rate=settings.osc_max_rate)
@@ -516,6 +544,8 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     io_thread.start()
     with memory, guard, wakeup:
         host.attach(engine)
+        if settings.recorder.autostart:
+            recorder.start()
         osc.start()
         info = {"pid": os.getpid(), "osc_host": settings.osc_host, "osc_port": osc.port,
                 "server": settings.server or "default", "client": settings.client_name}
@@ -539,6 +569,7 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
             osc.stop()
             host.close()
             io_thread.stop()
+            recorder.stop()  # the ring drained, the files' headers final
     try:
         # signals stay caught until the loops are on disk: a second Ctrl-C must not lose them
         io.service()

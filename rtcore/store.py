@@ -380,7 +380,7 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
     take.sync_offset = offset if _int(offset) else 0
     take.captured = length
     take.data = np.ascontiguousarray(data)
-    take.crc = zlib.crc32(take.data)
+    take.crc = zlib.crc32(take.data.data)
     return take
 
 
