@@ -1,5 +1,5 @@
 """The ``ouro`` command: ``start``, ``engine``, ``offline``, ``demo``, ``bench engine``,
-``bench live``, ``bench midi``."""
+``bench live``, ``bench midi``, ``bench writer``, ``bench consolidate``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--block-size", type=int, default=64)
     b.add_argument("--seed", type=int, default=1, help="seed of the clock's jitter")
 
+    b = bsub.add_parser("writer", help="the session recorder's writer: real-time factor")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--channels", type=int, default=2)
+    b.add_argument("--rate", type=int, default=48000)
+    b.add_argument("--bits", type=int, choices=(16, 24, 32), default=24)
+    b.add_argument("--seconds", type=float, help="audio seconds to write (default: about "
+                   "512 MB of PCM, 5 s to 1 h)")
+    b.add_argument("--mode", choices=("single", "split"), default="single")
+    b.add_argument("--dir", type=Path, help="where to make the temporary directory "
+                   "(default: the system's temporary directory)")
+
+    b = bsub.add_parser("consolidate", help="consolidating and saving a finished loop")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--seconds", type=float, default=60.0, help="the loop's length")
+    b.add_argument("--channels", type=int, default=2)
+    b.add_argument("--repeat", type=int, default=9)
+
     args = parser.parse_args(argv)
     if args.command == "start":
         return _start(args)
@@ -94,6 +111,32 @@ def main(argv: list[str] | None = None) -> int:
 
         midi_report = bench_midi(args.seconds, args.block_size, args.seed)
         print(json.dumps(midi_report) if args.json else format_midi_report(midi_report))
+        return 0
+    if args.command == "bench" and args.bench == "consolidate":
+        if not (math.isfinite(args.seconds) and 0 < args.seconds <= 3600):
+            parser.error(f"--seconds must be a positive number up to 3600, got {args.seconds}")
+        if not 1 <= args.channels <= 8 or not 1 <= args.repeat <= 1000:
+            parser.error("--channels must be 1..8 and --repeat 1..1000")
+        from rtcore.bench_consolidate import bench_consolidate, format_consolidate_report
+
+        report = bench_consolidate(args.seconds, args.channels, repeat=args.repeat)
+        print(json.dumps(report) if args.json else format_consolidate_report(report))
+        return 0
+    if args.command == "bench" and args.bench == "writer":
+        if not 1 <= args.channels <= 256:
+            parser.error(f"--channels must be 1..256, got {args.channels}")
+        if not 1000 <= args.rate <= 768000:
+            parser.error(f"--rate must be 1000..768000, got {args.rate}")
+        if args.seconds is not None and not (math.isfinite(args.seconds)
+                                             and 0 < args.seconds <= 3600):
+            parser.error(f"--seconds must be a positive number up to 3600, got {args.seconds}")
+        if args.dir is not None and not args.dir.is_dir():
+            parser.error(f"--dir must be an existing directory, got {args.dir}")
+        from rtcore.bench_writer import bench_writer, format_writer_report
+
+        writer_report = bench_writer(args.channels, args.rate, args.bits, args.seconds,
+                                     args.mode, args.dir)
+        print(json.dumps(writer_report) if args.json else format_writer_report(writer_report))
         return 0
     if args.command == "bench":
         try:

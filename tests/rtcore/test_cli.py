@@ -194,3 +194,14 @@ def test_bench_midi_refuses_a_bad_block_size():
     proc = ouro("bench", "midi", "--block-size", "3")
     assert proc.returncode == 2
     assert "--block-size must be between 16 and 8192, got 3" in proc.stderr
+
+
+def test_bench_consolidate_prints_its_figures():
+    proc = ouro("bench", "consolidate", "--json", "--seconds", "10", "--repeat", "3")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["loop_seconds"] == 10 and report["megabytes"] == 3.8
+    assert 0 < report["consolidate_ms_median"] <= report["consolidate_ms_max"]
+    assert 0 < report["save_wav_ms_median"] <= report["save_wav_ms_max"]
+    proc = ouro("bench", "consolidate", "--seconds", "-1")
+    assert proc.returncode == 2 and "--seconds must be a positive number" in proc.stderr
