@@ -58,9 +58,11 @@ class Rig:
         return x[:, None] * self.sign
 
 
-def two_loops(service: bool = True, **cfg: object) -> Rig:
-    """Column 0: row 0 records beats 0-4; row 1 records from beat 7 (column beat 3) to 12."""
-    rig = Rig(service, **cfg)
+def two_loops(service: bool = True, rig: Rig | None = None, until: int = 13 * SPB,
+              **cfg: object) -> Rig:
+    """Column 0: row 0 records beats 0-4; row 1 records from beat 7 (column beat 3) to 12.
+    The rig (a new one by default) runs on to frame ``until``."""
+    rig = rig or Rig(service, **cfg)
     rig.cmd("record", 0, 0)
     rig.run_to(5 * SPB - BS)
     rig.cmd("record", 0, 0)
@@ -68,7 +70,7 @@ def two_loops(service: bool = True, **cfg: object) -> Rig:
     rig.cmd("record", 0, 1)
     rig.run_to(7 * SPB + 1)
     rig.cmd("volume", 0, 1, 0.25)
-    rig.run_to(13 * SPB)
+    rig.run_to(until)
     return rig
 
 

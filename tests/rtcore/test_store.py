@@ -26,7 +26,7 @@ from rtcore.store import (
     check_name,
     load_session,
 )
-from tests.rtcore.test_session import BS, SPB, SR, L, Rig, row1_file
+from tests.rtcore.test_session import BS, SPB, SR, L, Rig, row1_file, two_loops
 
 
 class KeptRig(Rig):
@@ -76,14 +76,7 @@ def built(data_dir: Path) -> KeptRig:
     """Column 0: row 0 recorded twice (beats 0-5, then 13-18 over it), row 1 recorded once
     (beats 7-12, as in test_session) at volume 0.25 and then cleared."""
     rig = KeptRig(data_dir)
-    rig.cmd("record", 0, 0)
-    rig.run_to(5 * SPB - BS)
-    rig.cmd("record", 0, 0)
-    rig.run_to(7 * SPB - BS)
-    rig.cmd("record", 0, 1)
-    rig.run_to(7 * SPB + 1)
-    rig.cmd("volume", 0, 1, 0.25)
-    rig.run_to(13 * SPB - BS)
+    two_loops(rig=rig, until=13 * SPB - BS)
     rig.cmd("record", 0, 0)  # a second take over row 0: one fixed length, from beat 13
     rig.run_to(19 * SPB)
     rig.cmd("clear", 0, 1)
