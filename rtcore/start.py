@@ -17,6 +17,7 @@ play over which frames.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -63,6 +64,7 @@ ALSA_PERIOD_FRAMES = 128
 DUMMY_PERIOD_FRAMES = 256
 POLL_S = 0.02  # status polls during the tour: a beat (0.5 s) is seen within 20 ms
 STATUS_TIMEOUT_S = 0.5
+SESSION_TIMEOUT_S = 10.0  # saving or emptying the matrix before the tour
 STATUS_ATTEMPTS = 3
 _FRAME_MASK = 0xFFFFFFFF  # JACK frame times are unsigned 32-bit and wrap
 
@@ -331,6 +333,31 @@ class Tour:
                             f"but it is {cell['state']} with {cell['beats']} beats "
                             f"(last refusal: {st['last_rejected'] or 'none'})")
 
+    def _session(self, name: str, *args: Any) -> None:
+        msg = self.client.request(f"session/{name}", *args, reply="/ouro/session/done",
+                                  timeout_s=SESSION_TIMEOUT_S)
+        result = json.loads(msg.params[0])
+        if not result.get("ok"):
+            raise TourError(f"/ouro/session/{name} failed: {result.get('error')}")
+
+    def _keep_loops(self) -> dict[str, Any]:
+        """The engine holds loops (the last session came back): keep them as a named
+        session, then start the tour from an empty matrix."""
+        name = time.strftime("before the tour %Y-%m-%d %H-%M-%S")
+        self.out(f"  tour: the loops already here are kept as the session {name!r} "
+                 f"(/ouro/session/load brings them back)")
+        self._session("save_as", name)
+        self._session("new")
+        deadline = time.monotonic() + SESSION_TIMEOUT_S
+        while True:
+            st = self._status()
+            if all(cell["state"] == "empty" for column in st["cells"] for cell in column):
+                return st
+            if time.monotonic() > deadline:
+                raise TourError("the matrix did not empty after /ouro/session/new")
+            if self.stop.wait(POLL_S):
+                raise _Stopped
+
     # -- the script
 
     def run(self) -> dict[str, Any]:
@@ -340,8 +367,7 @@ class Tour:
         # the beat under way may be nearly over: act on the next boundary, with a beat ahead
         self.beat = st["beat"]
         if any(cell["state"] != "empty" for column in st["cells"] for cell in column):
-            raise TourError("the engine already holds loops; the tour needs an empty matrix "
-                            "(use --no-tour)")
+            st = self._keep_loops()
         if st["tempo"] != TOUR_TEMPO_BPM:
             self._send("tempo", TOUR_TEMPO_BPM, why="the tour plays at 120 BPM")
             self._next_beat()  # the tempo changes on a beat boundary

@@ -208,6 +208,18 @@ def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None
     assert not reachable(name)
     print(f"ouro start with the tour took {took:.1f} s")
 
+    # the next run finds those loops (the engine reloads its session): they are kept as a
+    # named session, and the tour builds its loops again in an empty matrix
+    res = ouro_start("--server", name, "--seconds", "1", "--data-dir", str(data),
+                     "--osc-port", "0")
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert "are kept as the session 'before the tour " in res.stdout, res.stdout
+    assert "tour done" in res.stdout
+    (named,) = list((data / "sessions").iterdir())
+    kept = json.loads((named / "session.json").read_text())
+    assert {(c["column"], c["row"]) for c in kept["cells"]} == {(0, 0), (0, 1)}
+    assert {c["file"] for c in kept["cells"]} == {c["file"] for c in doc["cells"]}
+
 
 @pytest.mark.jack
 def test_uses_a_running_server_and_leaves_it_running(tmp_path: Path) -> None:
