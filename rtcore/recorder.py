@@ -176,7 +176,7 @@ def warm_up(ring: Audio, cursors: NDArray[np.int64], in_channels: int,
 
 # the conversion works through the batch in tiles that stay in the first-level cache: each
 # tile is quantized (vectorised, peaks folded in per lane), then laid out as the file wants
-TILE_SAMPLES = 4096
+TILE_SAMPLES = 16384
 LANE_SAMPLES = 64
 _M24 = np.uint32(0xFFFFFF)
 _S8, _S16, _S24 = np.uint32(8), np.uint32(16), np.uint32(24)
@@ -310,16 +310,23 @@ def convert(ring, start, n, bits, planar, out, peaks, acc, tmp):  # type: ignore
             elif bits == 24:
                 for c in range(nch):
                     _pack24(t, c, nch, m, out[c], f * 3)
-            elif bits == 16:
-                for c in range(nch):
-                    row16 = out[c].view(np.int16)
-                    for i in range(m):
-                        row16[f + i] = t[i * nch + c]
             else:
+                # unsigned indices: the compiler then knows they are never negative and
+                # drops the wrap-around test from every load and store
+                un = np.uint64(nch)
+                uf = np.uint64(f)
                 for c in range(nch):
-                    row32 = out[c].view(np.int32)
-                    for i in range(m):
-                        row32[f + i] = t[i * nch + c]
+                    k = np.uint64(c)
+                    if bits == 16:
+                        row16 = out[c].view(np.int16)
+                        for i in range(np.uint64(m)):
+                            row16[uf + i] = t[k]
+                            k += un
+                    else:
+                        row32 = out[c].view(np.int32)
+                        for i in range(np.uint64(m)):
+                            row32[uf + i] = t[k]
+                            k += un
         f += m
     for i in range(acc.shape[0]):
         c = i % nch
