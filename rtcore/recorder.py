@@ -2,9 +2,10 @@
 
 Two sides meet in a ring buffer. The audio thread (the producer) copies each block into the
 ring with a compiled function and nothing else; a writer thread (the consumer) takes the
-audio out in batches, converts it to integer PCM, measures peaks in the same pass and writes
-it to disk with its own small WAV writer. The audio thread never waits for the disk: when
-the ring is full the block is dropped and counted.
+audio out in batches, converts it to integer PCM and measures peaks in the same pass, then
+hands the batch to its I/O thread, which writes it with the recorder's own small WAV writer
+while the next batch is converted. The audio thread never waits for the disk: when the
+ring is full the block is dropped and counted.
 
 Engine-facing surface (everything else is the writer's business)::
 
@@ -25,10 +26,10 @@ for the compiler. They allocate nothing, take no lock, do no I/O; they return ``
 the block went into the ring. Each ring frame holds the channels ``[inputs..., main...]``.
 
 Why the cursors need no atomics: the ring's read and write positions are monotonically
-increasing frame counts in one small int64 array. Each slot has one writer: the producer
-writes the write cursor and its counters, the writer thread the read cursor, the control
-side the state (only while the producer cannot be inside a push, see below). Under
-CPython's GIL that is enough: ``push2`` is compiled with ``nogil=False``, so it runs entirely
+increasing frame counts in one small int64 array. The producer writes the write cursor and
+its counters, the writer thread the read cursor; the state, which the producer only reads,
+is set by the control side and (on a fault) the writer thread, under a lock they share.
+Under CPython's GIL that is enough: ``push2`` is compiled with ``nogil=False``, so it runs entirely
 while holding the GIL, and the writer reads and writes the cursors only while holding it
 too. A reader of a cursor therefore sees either the value before a push or after it, never
 half a push, and everything the push wrote to the ring is visible once its cursor is (taking
@@ -46,6 +47,7 @@ for the crash-safety guarantee, rotation, the silence gate and the disk guard.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
@@ -617,6 +619,69 @@ def _positive(cfg: RecorderConfig, name: str, hi: float) -> None:
 # ---------------------------------------------------------------------------- the recorder
 
 
+@dataclass(slots=True)
+class _Piece:
+    """Part of a batch bound for one file (single) or one set of files (split)."""
+
+    files: list[WavFile]
+    names: list[str]
+    frames: int
+    close: bool  # the piece ends the file: rotation
+
+
+class _Writes:
+    """The writer's I/O thread: writes one batch's pieces to their files while the writer
+    converts the next batch. One job at a time; :meth:`wait` before the next."""
+
+    def __init__(self, timings: dict[str, float]):
+        self._timings = timings
+        self._job: list[tuple[WavFile, memoryview]] | None = None
+        self._go = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self.error: OSError | None = None
+        self.done = 0  # writes of the last job that completed
+        self._thread = threading.Thread(target=self._run, name="ouro-recorder-io",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, job: list[tuple[WavFile, memoryview]]) -> None:
+        self._idle.clear()
+        self._job = job
+        self._go.set()
+
+    def wait(self) -> None:
+        self._idle.wait()
+
+    def close(self) -> None:
+        self.wait()
+        self._job = None
+        self._go.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        clock = time.perf_counter
+        while True:
+            self._go.wait()
+            self._go.clear()
+            job = self._job
+            if job is None:
+                return
+            t0 = clock()
+            self.error = None
+            self.done = 0
+            try:
+                for f, data in job:
+                    f.write(data)
+                    self.done += 1
+            except OSError as exc:
+                self.error = exc
+            except Exception as exc:  # a bug: reported as a failed write, not lost
+                self.error = OSError(errno.EIO, f"recorder I/O thread failed: {exc!r}")
+            self._timings["write_s"] += clock() - t0
+            self._idle.set()
+
+
 def _db(x: float) -> float | None:
     return round(20.0 * math.log10(x), 1) if x > 0.0 else None
 
@@ -671,8 +736,10 @@ class Recorder:
                                      max(256, (1 << 22) // (channels * self._bps))))
         rows = channels if self._planar else 1
         width = self._batch_frames * (1 if self._planar else channels) * self._bps
-        self._out = np.zeros((rows, width), np.uint8)
-        self._out_view = memoryview(self._out).cast("B")  # type: ignore[arg-type]
+        # two output buffers: the writer converts into one while its I/O thread writes the
+        # other to the files
+        self._outs = (np.zeros((rows, width), np.uint8), np.zeros((rows, width), np.uint8))
+        self._views = tuple(memoryview(o).cast("B") for o in self._outs)  # type: ignore[arg-type]
         self._row_bytes = width
         self._peak_acc = np.zeros(channels, np.float32)
         self._lanes = np.zeros(lanes_for(channels), np.float32)
@@ -684,6 +751,7 @@ class Recorder:
         self._meter_frames = max(1, round(METER_WINDOW_S * sample_rate))
 
         self._control = threading.Lock()  # start/stop from several control threads
+        self._state = threading.Lock()  # cursors[STATE]: control side vs. a fault
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
         self._reset_session()
@@ -694,7 +762,7 @@ class Recorder:
     def _warm_up(self) -> None:
         warm_up(self.ring_array, self.cursors, self.in_channels, self.out_channels)
         peaks = np.zeros(self.channels, np.float32)
-        convert(self.ring_array, 0, 1, self.config.bits, self._planar, self._out, peaks,
+        convert(self.ring_array, 0, 1, self.config.bits, self._planar, self._outs[0], peaks,
                 self._lanes, self._tile)
         peaks_only(self.ring_array, 0, 1, peaks)
         first_loud(self.ring_array, 0, 1, self._threshold)
@@ -709,7 +777,11 @@ class Recorder:
         self._file_frames = 0
         self._frames_written = 0
         self._discarded = 0
+        self._session_start = 0
         self._pos = 0
+        self._pending: list[_Piece] = []
+        self._flip = 0
+        self._io: _Writes | None = None
         self._gated_frames = 0
         self._gate_open = not self.config.gate
         self._closed_at = 0
@@ -723,7 +795,8 @@ class Recorder:
         self._unflushed = False
         self._last_flush = time.monotonic()
         self._free_mb: float | None = None
-        # wall seconds the writer spent per stage (for ``ouro bench writer``)
+        # wall seconds spent per stage, for ``ouro bench writer`` (the writes happen on the
+        # I/O thread, at the same time as the conversion)
         self.timings = {"convert_s": 0.0, "write_s": 0.0, "flush_s": 0.0, "idle_s": 0.0}
 
     # ------------------------------------------------------------------ control side
@@ -736,12 +809,14 @@ class Recorder:
                 return True
             self._join()
             cur = self.cursors
-            cur[STATE] = OFF  # the producer is idle from here: its slots may be reset
+            with self._state:
+                cur[STATE] = OFF  # the producer is idle from here: its slots may be reset
             self._reset_session()
             w = int(cur[WRITE])
             cur[READ] = w
             cur[OVERRUNS] = cur[DROPPED] = cur[SILENCE] = cur[BAD] = 0
             self._pos = w
+            self._session_start = w
             self._closed_at = w
             self._last_loud = w
             try:
@@ -749,16 +824,16 @@ class Recorder:
                 self._prefix = self._choose_prefix()
                 low = self._disk_low()
             except OSError as exc:
-                self._reason = f"cannot use {self.directory}: {_describe(exc)}"
-                cur[STATE] = DROPPING
-                return False
+                low = f"stopped: cannot use {self.directory}: {_describe(exc)}"
             if low is not None:
                 self._reason = low
-                cur[STATE] = DROPPING
+                with self._state:
+                    cur[STATE] = DROPPING
                 return False
             self._running = True
             self._wake.clear()
-            cur[STATE] = RECORDING
+            with self._state:
+                cur[STATE] = RECORDING
             self._thread = threading.Thread(target=self._run, name="ouro-recorder",
                                             daemon=True)
             self._thread.start()
@@ -768,8 +843,8 @@ class Recorder:
         """Stop recording: what is in the ring is written, the files are finished and the
         writer thread is joined. Safe to call at any time, any number of times."""
         with self._control:
-            cur = self.cursors
-            cur[STATE] = OFF  # under the GIL: no push is half done, and none starts after
+            with self._state:  # under the GIL: no push is half done, and none starts after
+                self.cursors[STATE] = OFF
             self._wake.set()
             self._join(timeout)
             if self._reason is None and self._prefix:
@@ -843,10 +918,13 @@ class Recorder:
     # ------------------------------------------------------------------ the writer thread
 
     def _run(self) -> None:
+        self._io = _Writes(self.timings)
         try:
             self._loop()
         except Exception as exc:  # a bug must still leave valid files and a reason
             self._fault(f"stopped: writer failed: {exc!r}")
+        finally:
+            self._io.close()
 
     def _loop(self) -> None:
         cur = self.cursors
@@ -862,10 +940,8 @@ class Recorder:
                 caught_up = n < batch
                 if not self._consume(n):
                     return
-                if self._due():
-                    if not self._flush():
-                        return
-            if self._due() and not self._flush():
+            # nothing more to convert for now: let the last writes land, flush if it is time
+            if not self._settle() or (self._due() and not self._flush()):
                 return
             if stopping and int(cur[WRITE]) == self._pos:
                 break
@@ -879,13 +955,15 @@ class Recorder:
             self.config.flush_seconds
 
     def _consume(self, n: int) -> bool:
-        """Frames ``[pos, pos + n)``: through the gate, converted, written."""
+        """Frames ``[pos, pos + n)``: through the gate, converted, on their way to the
+        files (the last batch may still be in flight when this returns)."""
         a = self._pos
         end = a + n
         ok = self._gate(a, end) if self.config.gate else self._write_span(a, end)
         if not ok:  # stopped on a fault, which has emptied the ring
             return False
         self._pos = end
+        # converted frames are in the output buffers: the ring may have them back
         if self._gate_open:
             self.cursors[READ] = end
         else:  # keep the pre-roll in the ring, in case the signal comes back
@@ -908,7 +986,7 @@ class Recorder:
                 if close < 0:
                     return True
                 # closed: this stretch of signal is one file
-                if not self._close_files():
+                if not self._settle() or not self._close_files():
                     return False
                 self._gate_open = False
                 self._closed_at = close
@@ -930,52 +1008,90 @@ class Recorder:
         return True
 
     def _write_span(self, a: int, end: int) -> bool:
-        """Convert frames ``[a, end)`` and append them to the files, rotating exactly at the
-        configured length."""
+        """Convert frames ``[a, end)`` batch by batch; each batch is converted while the
+        I/O thread writes the one before it."""
         ring = self.ring_array
-        out = self._out
-        bps = self._bps
-        planar = self._planar
-        view = self._out_view
-        row_bytes = self._row_bytes
-        align = self._file_align
         timings = self.timings
         clock = time.perf_counter
         while a < end:
             m = min(end - a, self._batch_frames)
             t0 = clock()
-            convert(ring, a, m, self.config.bits, planar, out, self._peak_acc, self._lanes,
-                    self._tile)
-            t1 = clock()
-            timings["convert_s"] += t1 - t0
-            off = 0
-            while off < m:
-                if not self._files and not self._open_files():
-                    return False
-                k = min(m - off, self._rotate_frames - self._file_frames)
-                try:
-                    if planar:
-                        for c, f in enumerate(self._files):
-                            base = c * row_bytes
-                            f.write(view[base + off * bps: base + (off + k) * bps])
-                    else:
-                        self._files[0].write(view[off * align: (off + k) * align])
-                except OSError as exc:
-                    self._fault(f"stopped: write error: {_describe(exc)}")
-                    return False
-                self._unflushed = True
-                self._file_frames += k
-                self._frames_written += k
-                off += k
-                if self._file_frames >= self._rotate_frames and not self._close_files():
-                    return False
-            timings["write_s"] += clock() - t1
+            convert(ring, a, m, self.config.bits, self._planar, self._outs[self._flip],
+                    self._peak_acc, self._lanes, self._tile)
+            timings["convert_s"] += clock() - t0
+            if not self._settle() or (self._due() and not self._flush()):
+                return False
+            if not self._submit(m):
+                return False
             a += m
         return True
 
-    def _open_files(self) -> bool:
+    def _submit(self, m: int) -> bool:
+        """Hand the converted batch (``m`` frames) to the I/O thread, cut into pieces at
+        the rotation points; opens the files the pieces need. Nothing is in flight."""
+        bps = self._bps
+        align = self._file_align
+        row_bytes = self._row_bytes
+        view = self._views[self._flip]
+        files, names, frames_in = self._files, self._names, self._file_frames
+        job: list[tuple[WavFile, memoryview]] = []
+        pieces: list[_Piece] = []
+        off = 0
+        while off < m:
+            if not files:
+                opened = self._open_set()
+                if isinstance(opened, str):
+                    self._fault(opened, [f for p in pieces for f in p.files])
+                    return False
+                files, names = opened
+                frames_in = 0
+            k = min(m - off, self._rotate_frames - frames_in)
+            if self._planar:
+                for c, f in enumerate(files):
+                    base = c * row_bytes
+                    job.append((f, view[base + off * bps:base + (off + k) * bps]))
+            else:
+                job.append((files[0], view[off * align:(off + k) * align]))
+            frames_in += k
+            close = frames_in >= self._rotate_frames
+            pieces.append(_Piece(files, names, k, close))
+            if close:
+                files, names = [], []
+            off += k
+        assert self._io is not None
+        self._pending = pieces
+        self._io.submit(job)
+        self._flip ^= 1
+        return True
+
+    def _settle(self) -> bool:
+        """Wait for the writes in flight and count them in: frames written, rotations.
+        A failed write stops the recording with what was written before it."""
+        if not self._pending:
+            return True
+        io = self._io
+        assert io is not None
+        io.wait()
+        pieces, self._pending = self._pending, []
+        done = 0  # writes of the job accounted for
+        for i, piece in enumerate(pieces):
+            if io.error is not None and done + len(piece.files) > io.done:
+                rest = [f for p in pieces[i:] for f in p.files if f not in self._files]
+                self._fault(f"stopped: write error: {_describe(io.error)}", rest)
+                return False
+            done += len(piece.files)
+            if piece.files is not self._files:  # the first piece of a new file
+                self._files, self._names, self._file_frames = piece.files, piece.names, 0
+            self._file_frames += piece.frames
+            self._frames_written += piece.frames
+            self._unflushed = True
+            if piece.close and not self._close_files():
+                return False
+        return True
+
+    def _open_set(self) -> tuple[list[WavFile], list[str]] | str:
+        """The next file (single) or files (split), or why not."""
         self._file_index += 1
-        self._file_frames = 0
         stem = f"{self._prefix}-{self._file_index:04d}"
         if self._planar:
             names = [f"{stem}-ch{c + 1:02d}-{name}.wav"
@@ -984,22 +1100,23 @@ class Recorder:
         else:
             names = [f"{stem}.wav"]
             file_channels = self.channels
+        files: list[WavFile] = []
         try:
             low = self._disk_low()
             if low is not None:
-                self._fault(low)
-                return False
+                return low
             for name in names:
-                self._files.append(WavFile(self.directory / name, file_channels,
-                                           self.sample_rate, self.config.bits))
+                files.append(WavFile(self.directory / name, file_channels,
+                                     self.sample_rate, self.config.bits))
         except OSError as exc:
-            self._fault(f"stopped: cannot create a file: {_describe(exc)}")
-            return False
-        self._names = names
-        return True
+            for f in files:
+                f.close_after_error(0)
+            return f"stopped: cannot create a file: {_describe(exc)}"
+        return files, names
 
     def _flush(self) -> bool:
-        """The files valid and durable up to here; first the disk guard."""
+        """The files valid and durable up to here; first the disk guard. Nothing may be in
+        flight."""
         t0 = time.perf_counter()
         self._last_flush = time.monotonic()
         self._unflushed = False
@@ -1017,6 +1134,7 @@ class Recorder:
         return True
 
     def _close_files(self) -> bool:
+        """Finish the current file(s). Nothing may be in flight."""
         t0 = time.perf_counter()
         files, self._files = self._files, []
         if files:
@@ -1038,6 +1156,8 @@ class Recorder:
 
     def _finish(self) -> None:
         """The normal end of a session (stop() was called and the ring is drained)."""
+        if not self._settle():
+            return
         if not self._gate_open:
             self._gated_frames += max(0, self._pos - self._closed_at)
             self._closed_at = self._pos
@@ -1046,11 +1166,20 @@ class Recorder:
             self._publish_peaks()
         self._running = False
 
-    def _fault(self, reason: str) -> None:
-        """Stop on a fault: keep what was committed, drop (and count) the rest."""
+    def _fault(self, reason: str, others: list[WavFile] | None = None) -> None:
+        """Stop on a fault: keep what was committed, drop (and count) the rest.
+
+        The current files keep the frames counted in ``frames_written``; ``others``
+        (opened for writes that never completed) are removed."""
         cur = self.cursors
-        if cur[STATE] == RECORDING:
-            cur[STATE] = DROPPING  # from here the producer counts instead of writing
+        with self._state:
+            if cur[STATE] == RECORDING:
+                cur[STATE] = DROPPING  # from here the producer counts instead of writing
+        if self._io is not None:
+            self._io.wait()  # a write still in flight is not counted: it is cut off below
+        others = list(others or [])
+        others += [f for p in self._pending for f in p.files
+                   if f not in self._files and f not in others]
         if self._reason is None:
             self._reason = reason
         for f in self._files:
@@ -1058,12 +1187,22 @@ class Recorder:
                 problem = f.close_after_error(self._file_frames)
                 if problem is not None:  # that file is as valid as its last flush
                     self._reason += f"; then {problem}"
+        for f in others:
+            if f.fd >= 0:
+                f.close_after_error(0)
+            with contextlib.suppress(OSError):
+                f.path.unlink()
         if self._files:
             self._last_names = self._names
         self._files = []
         self._names = []
+        self._pending = []
+        if not self._gate_open:
+            self._gated_frames += max(0, self._pos - self._closed_at)
+            self._closed_at = self._pos
+        # every frame that entered the ring this session was written, gated or is lost
         w = int(cur[WRITE])
-        self._discarded += w - self._pos
+        self._discarded = w - self._session_start - self._frames_written - self._gated_frames
         self._pos = w
         cur[READ] = w
         if self._meter_count:

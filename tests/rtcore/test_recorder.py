@@ -187,7 +187,7 @@ def test_format_tags_follow_the_wav_rules(tmp_path: Path) -> None:
     for (ch, bits), tag in cases.items():
         path = tmp_path / f"h{ch}-{bits}.wav"
         f = WavFile(path, ch, 44100, bits)
-        f.write(memoryview(bytes(ch * bits // 8 * 7)))  # 7 frames: odd, so padded
+        f.write(memoryview(bytes(ch * bits // 8 * 7)))  # 7 frames: mono 24-bit needs a pad
         f.close()
         assert format_tag(path) == tag
         info = sf.info(str(path))
@@ -388,6 +388,36 @@ def test_a_write_error_stops_cleanly_with_its_name(tmp_path: Path,
     assert np.array_equal(got, expected_pcm(x[:got.shape[0]], 24))
 
 
+@pytest.mark.parametrize("mode", ["single", "split"])
+@pytest.mark.parametrize("fail_at", [1, 2, 5, 8])
+def test_a_write_error_between_rotations_keeps_whole_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, fail_at: int) -> None:
+    real_write = WavFile.write
+    calls = [0]
+
+    def flaky(self: WavFile, data: memoryview) -> None:
+        calls[0] += 1
+        if calls[0] >= fail_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, data)
+
+    monkeypatch.setattr(WavFile, "write", flaky)
+    x = signal_with_edges(6000, 2, 16, seed=fail_at)
+    rec = Recorder(RecorderConfig(bits=16, mode=mode, rotation_seconds=0.05), tmp_path,
+                   RATE, 1, 1)  # 400 frames per file: one batch spans many files
+    st = record(rec, x, block=1000)
+    assert st["reason"] == "stopped: write error: ENOSPC (No space left on device)"
+    assert st["dropped_frames"] == 6000 - st["frames_written"]
+    files = wavs(tmp_path)
+    split = mode == "split"
+    assert all(sf.info(str(p)).frames > 0 for p in files), "no empty leftovers"
+    for p in files[:-2 if split else -1]:
+        assert sf.info(str(p)).frames == 400
+    got = session_audio(tmp_path, 16, 2, split) if files else np.zeros((0, 2))
+    assert got.shape[0] == st["frames_written"]
+    assert np.array_equal(got, expected_pcm(x[:got.shape[0]], 16))
+
+
 # ---------------------------------------------------------------------------- overruns
 
 
@@ -432,6 +462,7 @@ def test_pushes_allocate_nothing(tmp_path: Path) -> None:
     rec = Recorder(RecorderConfig(bits=16, ring_seconds=1.0), tmp_path, RATE, 2, 2,
                    poll_s=3600)
     assert rec.start()
+    time.sleep(0.05)  # the writer thread has started and waits: it allocates nothing now
     a = np.full((128, 2), 0.1, np.float32)
     b = np.full((128, 2), -0.1, np.float32)
     ring, cur = rec.ring_array, rec.cursors
