@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from rtcore.errors import ConfigError
+
+T = TypeVar("T")
 
 SYNC_SOURCES = ("internal", "midi")  # where the beat grid's tempo and phase come from
 TEMPO_MIN_BPM = 20.0
@@ -59,9 +61,9 @@ class EngineConfig:
         _num_in(self, "declick_ms", 0.0, 100.0)
         _num_in(self, "smoothing_ms", 0.0, 1000.0)
         _int_in(self, "latency_frames", 0, 48000)
-        _bool(self, "monitor_input")
+        check_bool(self, "monitor_input")
         _num_in(self, "monitor_gain", 0.0, VOLUME_MAX)
-        _bool(self, "click")
+        check_bool(self, "click")
         _num_in(self, "click_volume", 0.0, VOLUME_MAX)
         _num_in(self, "master_volume", 0.0, VOLUME_MAX)
         _int_in(self, "chunk_frames", 64, 1 << 20)
@@ -72,8 +74,8 @@ class EngineConfig:
         if self.sync not in SYNC_SOURCES:
             raise ConfigError(f"sync must be one of {', '.join(SYNC_SOURCES)}, "
                               f"got {self.sync!r}")
-        _bool(self, "clock_out")
-        _bool(self, "count_in")
+        check_bool(self, "clock_out")
+        check_bool(self, "count_in")
         if not isinstance(self.midi_map, str) or not self.midi_map:
             raise ConfigError(f"midi_map must be 'default', 'none' or a file name, "
                               f"got {self.midi_map!r}")
@@ -111,17 +113,27 @@ class EngineConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "config") -> EngineConfig:
         """Build from a mapping (a script's header, a config file), naming unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}")
-        try:
-            return cls(**{k: data[k] for k in known if k in data})
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return settings_from_mapping(cls, data, where)
 
 
-def _bool(cfg: EngineConfig, name: str) -> None:
+def settings_from_mapping(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    """A settings dataclass built from a mapping (a TOML table, a script's header): unknown
+    keys, a mapping that is not one and every bad value are named with ``where``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a table of settings, got {data!r}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known, key=str)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(sorted(known))}")
+    try:
+        return cls(**{k: data[k] for k in known if k in data})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_bool(cfg: object, name: str) -> None:
+    """``cfg.name`` is a bool, or a ConfigError names it."""
     if not isinstance(getattr(cfg, name), bool):
         raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
 

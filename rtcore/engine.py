@@ -66,8 +66,7 @@ VS_ROUND_TRIP = 4
 EMPTY, IDLE, RECORDING, PLAYING, SOLO = 0, 1, 2, 3, 4
 STATE_NAMES = ("empty", "idle", "recording", "playing", "solo")
 
-_CLEARED = object()  # a history entry meaning "the cell was cleared here"
-CLEARED = _CLEARED
+CLEARED = object()  # a history entry meaning "the cell was cleared here"
 
 # reasons the audio thread refused or cut something short, reported in the status
 REJECT_NAMES = {
@@ -1162,7 +1161,7 @@ class Engine:
                 if cell.state == RECORDING:
                     self._cancel(col, cell, f)
                 if cell.take is not None:
-                    self._push_history(cell, _CLEARED)
+                    self._push_history(cell, CLEARED)
                     self._set_take(col, cell, None, f)
             elif op in (C.OP_UNDO, C.OP_REDO):
                 if cell.state == RECORDING:

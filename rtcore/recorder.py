@@ -57,7 +57,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from rtcore.config import check_bool, settings_from_mapping
 from rtcore.errors import ConfigError
 
 if sys.byteorder != "little":  # pragma: no cover - every board we target is little-endian
@@ -555,7 +556,7 @@ class RecorderConfig:
     gate_preroll_seconds: float = 0.25
 
     def __post_init__(self) -> None:
-        _bool(self, "autostart")
+        check_bool(self, "autostart")
         value = self.bits
         if isinstance(value, bool) or value not in BITS:
             raise ConfigError(f"bits must be one of 16, 24, 32, got {value!r}")
@@ -565,7 +566,7 @@ class RecorderConfig:
         _positive(self, "flush_seconds", 60.0)
         _number(self, "ring_seconds", 1.0, 60.0)
         _number(self, "min_free_mb", 0.0, 1e9)
-        _bool(self, "gate")
+        check_bool(self, "gate")
         _number(self, "gate_threshold_dbfs", -140.0, 0.0)
         _number(self, "gate_hold_seconds", 0.0, 3600.0)
         _number(self, "gate_preroll_seconds", 0.0, 1.0)
@@ -577,22 +578,7 @@ class RecorderConfig:
     def from_mapping(cls, data: Mapping[str, Any], where: str = "recorder") -> RecorderConfig:
         """Build from a mapping (the config file's ``[recorder]`` table), naming unknown
         keys and bad values with ``where``."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: must be a table of settings, got {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known, key=str)
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; "
-                              f"known: {', '.join(sorted(known))}")
-        try:
-            return cls(**{k: data[k] for k in known if k in data})
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-
-
-def _bool(cfg: RecorderConfig, name: str) -> None:
-    if not isinstance(getattr(cfg, name), bool):
-        raise ConfigError(f"{name} must be true or false, got {getattr(cfg, name)!r}")
+        return settings_from_mapping(cls, data, where)
 
 
 def _real(cfg: RecorderConfig, name: str) -> float:

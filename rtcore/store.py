@@ -181,17 +181,6 @@ class Loaded:
         return {"loops": self.loops, "cells": len(self.cells), "problems": self.problems}
 
 
-class _Shape:
-    def __init__(self, engine: Engine):
-        self.sample_rate = engine.sample_rate
-        self.channels = engine.channels
-        self.columns = engine.ncols
-        self.rows = engine.nrows
-        self.chunk_frames = engine.chunk_frames
-        self.max_chunks = engine.max_chunks
-        self.max_frames = engine.max_chunks * engine.chunk_frames
-
-
 def load_session(directory: Path, engine: Engine) -> Loaded:
     """Read the session in ``directory`` for ``engine`` (its rate, channels and matrix):
     takes are built here, ready for :meth:`Engine.install_session`. Never raises for the
@@ -213,7 +202,6 @@ def load_session(directory: Path, engine: Engine) -> Loaded:
     if not isinstance(doc, dict):
         out.problems.append(f"{path}: not a JSON object; nothing loaded")
         return out
-    shape = _Shape(engine)
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         out.problems.append(f"{path}: schema_version {version!r} is not a version number; "
@@ -223,9 +211,9 @@ def load_session(directory: Path, engine: Engine) -> Loaded:
         out.problems.append(f"{path}: schema version {version} is newer than this engine's "
                             f"({SCHEMA_VERSION}); loading what it can read")
     rate = doc.get("sample_rate")
-    if rate != shape.sample_rate:
+    if rate != engine.sample_rate:
         out.problems.append(f"{path}: recorded at {rate!r} Hz, the engine runs at "
-                            f"{shape.sample_rate} Hz; no loop loaded")
+                            f"{engine.sample_rate} Hz; no loop loaded")
         return out
     tempo = doc.get("tempo")
     if isinstance(tempo, int | float) and not isinstance(tempo, bool):
@@ -255,9 +243,9 @@ def load_session(directory: Path, engine: Engine) -> Loaded:
             out.problems.append(f"{where}: not an object; skipped")
             continue
         c, r = entry.get("column"), entry.get("row")
-        if not (_int(c) and _int(r) and 0 <= c < shape.columns and 0 <= r < shape.rows):
-            out.problems.append(f"{where}: no cell ({c!r}, {r!r}) in a {shape.columns}x"
-                                f"{shape.rows} matrix; skipped")
+        if not (_int(c) and _int(r) and 0 <= c < engine.ncols and 0 <= r < engine.nrows):
+            out.problems.append(f"{where}: no cell ({c!r}, {r!r}) in a {engine.ncols}x"
+                                f"{engine.nrows} matrix; skipped")
             continue
         where = f"{path}: cell ({c}, {r})"
         if (c, r) in used:
@@ -287,7 +275,7 @@ def load_session(directory: Path, engine: Engine) -> Loaded:
             else:
                 item = takes.get(str(key))
                 if item is None:
-                    item = _load_take(directory, str(key), takes_doc.get(str(key)), shape,
+                    item = _load_take(directory, str(key), takes_doc.get(str(key)), engine,
                                       where, out)
                     if item is not None:
                         takes[str(key)] = item
@@ -335,7 +323,7 @@ def _with_history(takes: dict[str, Any], cells: list[Any]) -> tuple[dict[str, An
     return takes, out
 
 
-def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
+def _load_take(directory: Path, key: str, meta: Any, engine: Engine, where: str,
                out: Loaded) -> Take | None:
     if not isinstance(meta, dict):
         out.problems.append(f"{where}: take {key!r} is not described under 'takes'; skipped")
@@ -345,7 +333,8 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
         out.problems.append(f"{where}: take {key!r} names no file inside the session "
                             f"({rel!r}); skipped")
         return None
-    if not (_int(beats) and beats > 0 and _int(length) and 0 < length <= shape.max_frames):
+    longest = engine.max_chunks * engine.chunk_frames
+    if not (_int(beats) and beats > 0 and _int(length) and 0 < length <= longest):
         out.problems.append(f"{where}: take {key!r}: beats {beats!r} / length_frames "
                             f"{length!r} are not usable; skipped")
         return None
@@ -355,10 +344,10 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
         return None
     try:
         with sf.SoundFile(path) as f:
-            if f.samplerate != shape.sample_rate or f.channels != shape.channels:
+            if f.samplerate != engine.sample_rate or f.channels != engine.channels:
                 out.problems.append(f"{where}: {rel}: {f.channels} channel(s) at "
-                                    f"{f.samplerate} Hz, the engine has {shape.channels} at "
-                                    f"{shape.sample_rate} Hz; skipped")
+                                    f"{f.samplerate} Hz, the engine has {engine.channels} at "
+                                    f"{engine.sample_rate} Hz; skipped")
                 return None
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -371,7 +360,7 @@ def _load_take(directory: Path, key: str, meta: Any, shape: _Shape, where: str,
     if not np.all(np.isfinite(data)):
         out.problems.append(f"{where}: {rel}: has samples that are not numbers; skipped")
         return None
-    take = Take(shape.channels, shape.chunk_frames, shape.max_chunks, 0)
+    take = Take(engine.channels, engine.chunk_frames, engine.max_chunks, 0)
     serial = int(key) if key.isdigit() else 0
     take.reset(serial)
     take.length = length

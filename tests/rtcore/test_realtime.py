@@ -8,14 +8,12 @@ slice views and floats), and nothing may be left behind.
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
-
 import numpy as np
 import pytest
 
 from rtcore.bench import loaded_engine
 from rtcore.commands import parse_args
+from tests.rtcore.conftest import allocated_during
 
 BLOCK = 1024
 BLOCK_ARRAY_BYTES = BLOCK * 2 * 4
@@ -34,19 +32,7 @@ def _run(eng, blocks: int) -> tuple[int, int]:
     # warm up: deques grow their blocks, numpy caches its small scalars
     for _ in range(20):
         eng.process(src, out, click)
-    gc.collect()
-    gc.disable()
-    try:
-        tracemalloc.start()
-        before, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        for _ in range(blocks):
-            eng.process(src, out, click)
-        after, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    finally:
-        gc.enable()
-    return after - before, peak - before
+    return allocated_during(lambda: eng.process(src, out, click), blocks)
 
 
 def test_every_cell_playing_allocates_no_arrays(busy_engine):

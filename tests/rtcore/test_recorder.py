@@ -5,7 +5,6 @@ peaks, settings."""
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import os
 import signal
@@ -15,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from rtcore.recorder import (
     push_silence,
     wav_header,
 )
+from tests.rtcore.conftest import allocated_during
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 8000
@@ -469,23 +468,17 @@ def test_pushes_allocate_nothing(tmp_path: Path) -> None:
     for _ in range(10):
         push2(ring, cur, a, b, 128)
         push_silence(ring, cur, 64)
-    gc.collect()
-    gc.disable()
+    def step() -> None:  # into the ring, then (ring full) dropped: both paths
+        push2(ring, cur, a, b, 128)
+        push_silence(ring, cur, 64)
+
     try:
-        tracemalloc.start()
-        before, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        for _ in range(3000):  # into the ring, then (ring full) dropped: both paths
-            push2(ring, cur, a, b, 128)
-            push_silence(ring, cur, 64)
-        after, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        grown, peak = allocated_during(step, 3000)
     finally:
-        gc.enable()
         rec.stop()
     assert rec.status()["overruns"] > 1000 and rec.status()["frames_written"] >= 7000
-    assert peak - before < 1024, "a push allocated something the size of a block"
-    assert after - before < 512
+    assert peak < 1024, "a push allocated something the size of a block"
+    assert grown < 512
 
 
 def test_xrun_silence_keeps_the_timeline(tmp_path: Path) -> None:
