@@ -48,6 +48,8 @@ for the crash-safety guarantee, rotation, the silence gate and the disk guard.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import math
 import os
@@ -92,6 +94,30 @@ DEFAULT_POLL_S = 0.01  # how long the writer sleeps when the ring is empty
 METER_WINDOW_S = 0.1  # the peaks in the status cover at least this much audio
 # a RIFF file counts its size in 32 bits: a file is rotated before it would pass this
 WAV_MAX_BYTES = 0xFFFFFFFF - 0x10000
+
+
+def _writeback_starter():  # type: ignore[no-untyped-def]
+    """Linux's sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE), or None.
+
+    It asks the kernel to start writing a range of a file to the disk and returns at once.
+    Called after every batch, it keeps the disk busy while the writer converts the next
+    one, so the flush's fdatasync (and the last one, at stop) finds little left to do
+    instead of a second's worth of dirty pages; on an SD card that also avoids one long
+    stall a second."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _writeback_starter()
+SYNC_FILE_RANGE_WRITE = 2  # from <fcntl.h>
 
 _jit = numba.njit(nogil=False, cache=True, boundscheck=False, fastmath=False)
 # the writer's kernels let go of the GIL: a long conversion must not delay the audio thread
@@ -463,11 +489,15 @@ class WavFile:
         """Append audio bytes. A write that fails part-way counts what reached the file."""
         done = 0
         total = len(data)
+        at = self.data_offset + self.data_bytes
         try:
             while done < total:
                 done += os.write(self.fd, data[done:])
         finally:
             self.data_bytes += done
+        if _SYNC_FILE_RANGE is not None and done:
+            # a hint: if the kernel refuses it, the flush's fdatasync still does the work
+            _SYNC_FILE_RANGE(self.fd, at, done, SYNC_FILE_RANGE_WRITE)
 
     def _put_sizes(self, data_bytes: int, pad: int) -> None:
         head = self.header

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -21,12 +22,26 @@ def fsync_rename(tmp: Path, final: Path) -> None:
         os.close(dirfd)
 
 
+def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+    A write that fails (a full disk: ``OSError`` with ENOSPC) raises with the OS's own
+    error and removes its temporary file, so it leaves no half-written file taking room."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_rename(tmp, path)
+
+
 def write_json_atomic(path: Path, doc: Any) -> None:
     write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash leaves the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    fsync_rename(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))

@@ -31,6 +31,7 @@ corrupt loop, a wrong sample rate, a manifest from a newer schema) is skipped an
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -48,7 +49,7 @@ import soundfile as sf
 
 from rtcore.engine import CLEARED, STATE_NAMES, Engine
 from rtcore.loops import Audio, Take, consolidate
-from rtcore.session import fsync_rename, write_json_atomic
+from rtcore.session import write_bytes_atomic, write_json_atomic
 
 SCHEMA_VERSION = 2
 MANIFEST = "session.json"
@@ -68,14 +69,18 @@ def check_name(name: object) -> str:
 def save_loop(directory: Path, serial: int, data: Audio, sample_rate: int,
               fmt: str = "wav") -> str:
     """Write one consolidated loop (crash-safe); returns its path relative to
-    ``directory``. WAV keeps the float32 samples bit-exact; FLAC stores 24-bit integers."""
+    ``directory``. WAV keeps the float32 samples bit-exact; FLAC stores 24-bit integers.
+
+    The file is encoded in memory and then written with plain OS calls: a full disk then
+    fails with the OS's error (ENOSPC, named), where libsndfile would only say "System
+    error.", and leaves no partial file behind."""
     container, subtype, ext = LOOP_FORMATS[fmt]
     rel = f"loops/t{serial}{ext}"
     final = directory / rel
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
-    sf.write(tmp, data, sample_rate, subtype=subtype, format=container)
-    fsync_rename(tmp, final)
+    encoded = io.BytesIO()
+    sf.write(encoded, data, sample_rate, subtype=subtype, format=container)
+    write_bytes_atomic(final, encoded.getbuffer())
     return rel
 
 
@@ -623,5 +628,5 @@ class SessionKeeper:
 
     def status(self) -> dict[str, Any]:
         return {"directory": str(self.dir), "format": self.fmt, "loops_saved": self.loops_saved,
-                "manifests_written": self.manifests, "problem": self.problem,
+                "manifests_written": self.manifests, "problem": self.problem or None,
                 "restored": self.restored, "last": self.last, "queued": len(self.jobs)}

@@ -11,13 +11,17 @@ channel 1 carries the negated value, so a channel mix-up shows). Every float32 i
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import subprocess
 import tracemalloc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from rtcore.commands import VOCABULARY, parse_args, parse_mapping
 from rtcore.config import EngineConfig
@@ -284,3 +288,25 @@ def allocated_during(step: Callable[[], object], times: int) -> tuple[int, int]:
     finally:
         gc.enable()
     return after - before, peak - before
+
+
+# ---------------------------------------------------------------------------- disks
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (as mount's ``size=`` option, e.g. ``"2m"``) mounted on ``where``
+    for the block: a disk that really fills. Skips the test where mounting is not allowed
+    (not root, or no mount rights in a container)."""
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(where)], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)

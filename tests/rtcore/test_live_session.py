@@ -2,7 +2,10 @@
 mid-recording, with the session recorder running; a new engine on the same data directory
 brings every finished loop back bit-exact (same CRC-32 of its samples as before the kill),
 and the recorder's file opens with soundfile holding all but at most the last second.
-Named sessions are driven over OSC.
+Named sessions are driven over OSC. A data directory on a small tmpfs fills up under a
+running engine: the recorder stops cleanly with every rotated file valid and gapless, a
+loop finished on the full disk is kept and saved once there is room, and nothing else
+stops.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import soundfile as sf
 
 from rtcore.host import SignalClient
 from rtcore.jackd import JackServer, unique_server_name
+from tests.rtcore.conftest import small_tmpfs
 from tests.rtcore.test_live import EngineRig, wait_until
 
 pytestmark = pytest.mark.jack
@@ -46,8 +51,8 @@ def server() -> Iterator[JackServer]:
 class SessionRig(EngineRig):
     """An engine with a player on its inputs (every sample names its frame time)."""
 
-    def __init__(self, server_name: str, tmp_path: Path):
-        super().__init__(server_name, tmp_path, CONFIG)
+    def __init__(self, server_name: str, tmp_path: Path, config: str = CONFIG):
+        super().__init__(server_name, tmp_path, config)
         self.player = SignalClient(server_name, "player", outputs=2)
         for i in (1, 2):
             self.player.connect(f"player:out_{i}", f"ouroboros:in_{i}")
@@ -138,3 +143,85 @@ def test_a_killed_engine_comes_back_with_every_finished_loop_bit_exact(
         assert err is not None and "no session named 'no such session'" in err
     finally:
         again.close()
+
+
+FULL_DISK_CONFIG = """
+[engine]
+declick_ms = 0
+smoothing_ms = 0
+[process]
+gc_interval_s = 0.5
+[recorder]
+autostart = true
+bits = 32
+rotation_seconds = 1.5
+flush_seconds = 0.5
+min_free_mb = 0
+"""
+PROBE_INVERSE = pow(2654435761, -1, 1 << 24)  # undoes probe_signal's hash on channel 0
+
+
+def frame_times(pcm32: np.ndarray) -> np.ndarray:
+    """The JACK frame times (mod 2**24) that the player's channel 0 samples name: 32-bit
+    PCM holds its hash exactly (sample = (hash - 2**23) * 2**7)."""
+    h = (pcm32.astype(np.int64) >> 7) + (1 << 23)
+    return (h * PROBE_INVERSE) & 0xFFFFFF
+
+
+def test_a_full_disk_stops_the_recorder_cleanly_and_the_session_catches_up(
+        server: JackServer, tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "data", "6m") as data:
+        rig = SessionRig(server.name, tmp_path, FULL_DISK_CONFIG)
+        try:
+            # 4 channels of 32-bit audio at 48 kHz fill 6 MB in about 8 s
+            st = wait_until(lambda: (s := rig.status())["recorder"]["reason"] is not None
+                            and s, 30)
+            rec = st["recorder"]
+            assert rec["running"] is False
+            assert "ENOSPC" in rec["reason"], rec
+            assert rec["file_count"] >= 3, rec  # it rotated on the way
+            # the engine goes on: audio runs, commands work, the status answers
+            frame = st["frame"]
+            wait_until(lambda: rig.status()["frame"] > frame + SR // 2)
+
+            # every file is a valid WAV, whole frames, and together they are one recording
+            files = sorted((data / "recordings").glob("*.wav"))
+            assert len(files) == rec["file_count"], (files, rec)
+            parts = [sf.read(str(p), dtype="int32")[0] for p in files]
+            for p, part in zip(files[:-1], parts[:-1], strict=True):
+                assert part.shape == (round(1.5 * SR), 4), p
+            assert sum(p.shape[0] for p in parts) == rec["frames_written"]
+            ch0 = np.concatenate([p[:, 0] for p in parts])
+            first = int(np.flatnonzero(ch0)[0])  # the player is connected after the start
+            assert first < SR, first
+            ft = frame_times(ch0)
+            steps = (np.diff(ft) & 0xFFFFFF)[first:]
+            breaks = int(np.count_nonzero(steps != 1))
+            # an xrun records silence and the player skips the same cycles: a break or two
+            # per xrun, never at a file boundary
+            assert breaks <= 2 * (st["xruns"] + st["jack"]["frame_time_anomalies"]), \
+                (breaks, st["xruns"], st["jack"])
+            edges = np.cumsum([p.shape[0] for p in parts[:-1]]) - first
+            assert np.all(steps[edges - 1] == 1), steps[edges - 1]
+
+            # a loop finished on the full disk plays; its save waits, named, for room
+            cell = rig.record_loop(0)
+            assert cell["state"] == "playing"
+            problem = wait_until(lambda: rig.status()["session"]["problem"], 10)
+            assert "ENOSPC" in problem or "No space" in problem, problem
+            assert rig.status()["cells"][0][0]["state"] == "playing"
+            for p in files[:2]:  # room again: the next retry saves it
+                p.unlink()
+            wait_until(lambda: rig.status()["session"]["problem"] is None, 10,
+                       describe=lambda: rig.status()["session"])
+            manifest = json.loads((data / "session" / "session.json").read_text())
+            assert len(manifest["takes"]) == 1, manifest
+            (take,) = manifest["takes"].values()
+            saved = sf.read(str(data / "session" / take["file"]), dtype="float32")[0]
+            assert zlib.crc32(np.ascontiguousarray(saved).tobytes()) == cell["crc32"]
+            # and the recorder starts a new session on request
+            again = rig.request("recorder/start", reply="/ouro/recorder")
+            assert again["running"] is True, again
+            rig.request("recorder/stop", reply="/ouro/recorder")
+        finally:
+            rig.close()

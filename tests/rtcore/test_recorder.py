@@ -33,7 +33,7 @@ from rtcore.recorder import (
     push_silence,
     wav_header,
 )
-from tests.rtcore.conftest import allocated_during
+from tests.rtcore.conftest import allocated_during, small_tmpfs
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 8000
@@ -282,19 +282,8 @@ def test_kill_9_leaves_a_valid_file_missing_at_most_the_last_flush(tmp_path: Pat
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs mounted for the test (needs root and mount rights)."""
-    where = tmp_path / "small"
-    where.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a small tmpfs here: {exc}")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=10)
 
 
 def test_a_full_disk_stops_cleanly_and_keeps_what_was_written(small_disk: Path) -> None:
