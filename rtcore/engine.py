@@ -97,6 +97,7 @@ COMMAND_QUEUE_LIMIT = 256
 UFUNC_BUFSIZE = 128
 TAP_RESET_S = 2.0
 TAP_KEEP = 4
+PEAK_FALL_DB_S = 20.0  # the input meter's fall
 
 
 class _Ramp:
@@ -373,6 +374,10 @@ class Engine:
         self.skip_click = np.zeros(bs, np.float32)  # an xrun's gap makes no click: scratch
         self.ring_frames = 1 << max(10, math.ceil(math.log2(bs + self.declick_frames + 1)))
         self.ring = np.zeros((self.ring_frames, ch), np.float32)
+        # the input meter (status ``input_peak_dbfs``): peak magnitude per channel, falling
+        # PEAK_FALL_DB_S per second, so a status read a few times a second sees every peak
+        self.in_peaks = np.zeros(ch, np.float64)
+        self.peak_fall = -PEAK_FALL_DB_S / 20.0 * math.log(10.0) / self.sample_rate
         fade = (np.arange(self.declick_frames, dtype=np.float32) + 0.5) / max(
             self.declick_frames, 1)
         self.fade = np.repeat(fade[:, None], ch, 1)  # per channel: no broadcast in the callback
@@ -384,6 +389,11 @@ class Engine:
         self.xruns = 0
         self.missed_frames = 0
         self.commands_dropped = 0
+        # commands queued (control side) and taken by the audio thread: a control thread
+        # that saw ``commands_submitted == k`` knows the audio thread has acted on those k
+        # once ``commands_taken >= k`` (the OSC server's ``/ouro/ack``)
+        self.commands_submitted = 0
+        self.commands_taken = 0
         self.rejects = 0
         self.last_reject = 0
         self.midi_in_events = 0
@@ -393,7 +403,7 @@ class Engine:
         warm_up_sync()
         # compile (or load) the kernels for these argument types now, not in the callback
         mix_rows(self.stacks, self.mode, self.gains, self.rpos, self.rows3, 0, self.mix, 0)
-        begin_block(self.zeros_in, 0, self.ring, 0, self.skip_click)
+        begin_block(self.zeros_in, 0, self.ring, 0, self.skip_click, self.in_peaks, self.peak_fall)
         end_block(self.mix, self.zeros_in, self.gbuf, self.skip_click, 0, 0, self.ramps, False)
         resample(self.xo, 1.0, 1.0, self.gbuf, 0)
         resample_mono(self.xc, 1.0, 1.0, self.skip_click, 0)
@@ -427,6 +437,7 @@ class Engine:
             self.commands_dropped += 1
             raise CommandError(f"{cmd.name}: command queue full, command dropped")
         self.commands.append((cmd, self.frame if frame is None else frame))
+        self.commands_submitted += 1
 
     def _record_coming(self, cell: Cell) -> bool:
         """A record for ``cell`` is pending or still queued (control side only)."""
@@ -476,7 +487,7 @@ class Engine:
         rate = self._follow_rate() if self.sync_midi else 0.0
         if rate:
             m, ins, outs, click = self._varispeed_in(inputs, n, rate)
-        begin_block(ins, m, self.ring, start, click)
+        begin_block(ins, m, self.ring, start, click, self.in_peaks, self.peak_fall)
         self._run(m, click, ins)
         # main out = mix * master + input * monitor; the click at its volume
         monitor = self.monitor
@@ -546,7 +557,8 @@ class Engine:
         while left > 0:
             n = min(left, self.block_size)
             start = self.frame
-            begin_block(self.zeros_in, n, self.ring, start, self.skip_click)
+            begin_block(self.zeros_in, n, self.ring, start, self.skip_click, self.in_peaks,
+                        self.peak_fall)
             self._run(n, None, self.zeros_in)
             left -= n
         if self.clock_out:  # the gap's ticks are lost (a song position goes out instead)
@@ -711,6 +723,7 @@ class Engine:
         while q:
             cmd, frame = q.popleft()
             self._apply_command(cmd, frame)
+            self.commands_taken += 1
 
     def _apply_command(self, cmd: Command, frame: int) -> None:
         self._apply(cmd.op, cmd.column, cmd.row, cmd.value, cmd.gain, frame)
@@ -1687,6 +1700,8 @@ class Engine:
             "master_volume": self.master.target,
             "monitor": {"on": self.monitor_on, "gain": self.monitor_gain},
             "click": {"on": self.click_on, "volume": self.click_gain.target},
+            "input_peak_dbfs": [round(20.0 * math.log10(p), 1) if p >= 1e-7 else None
+                                for p in self.in_peaks.tolist()],
             "xruns": self.xruns,
             "missed_frames": self.missed_frames,
             "commands_dropped": self.commands_dropped,

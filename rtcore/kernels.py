@@ -82,15 +82,24 @@ def _gain(ramp, frame, i):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def begin_block(inputs, n, ring, ring_at, click):  # type: ignore[no-untyped-def]
+def begin_block(inputs, n, ring, ring_at, click, peaks, fall):  # type: ignore[no-untyped-def]
     """The block's input into the ring (its length is a power of two) at ``ring_at``; the
-    click output cleared."""
+    click output cleared; ``peaks`` (one per input channel) the input meter: each falls by
+    the factor ``exp(fall)`` per frame (``fall`` <= 0) and rises at once to the block's
+    largest magnitude."""
     mask = ring.shape[0] - 1
     nch = inputs.shape[1]
+    keep = np.exp(fall * n)
+    for ch in range(nch):
+        peaks[ch] *= keep
     for i in range(n):
         j = (ring_at + i) & mask
         for ch in range(nch):
-            ring[j, ch] = inputs[i, ch]
+            x = inputs[i, ch]
+            ring[j, ch] = x
+            a = abs(x)
+            if a > peaks[ch]:
+                peaks[ch] = a
         click[i] = 0.0
 
 

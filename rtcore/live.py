@@ -432,6 +432,9 @@ class LiveEngine:
     def submit(self, cmd: Command) -> None:
         self.engine.submit(cmd)
 
+    def command_marks(self) -> tuple[int, int]:
+        return self.engine.commands_submitted, self.engine.commands_taken
+
     def midi_request(self, name: str, args: list[Any], reply: Any) -> bytes:
         return self.midi_map.request(name, args, reply)
 

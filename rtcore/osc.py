@@ -27,8 +27,10 @@ import logging
 import math
 import selectors
 import socket
+import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
@@ -56,6 +58,7 @@ __all__ = [
     "SERVER_ADDRESSES",
     "SESSION_ADDRESSES",
     "Controller",
+    "CountingController",
     "MidiController",
     "OscError",
     "OscServer",
@@ -68,7 +71,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/ouro/"
 DEFAULT_PORT = 9951
 # Addresses the server answers itself, besides the command vocabulary.
-SERVER_ADDRESSES = ("status", "subscribe", "unsubscribe", "ping")
+SERVER_ADDRESSES = ("status", "subscribe", "unsubscribe", "ping", "ack")
 # MIDI map addresses (answered by the controller's ``midi_request``, see docs/osc.md)
 MIDI_ADDRESSES = ("midi/learn", "midi/unlearn", "midi/map", "midi/reset")
 # sessions on disk and the session recorder (``session_request``, ``recorder_request``)
@@ -100,6 +103,11 @@ SUBSCRIBER_MAX_FAILURES = 16
 ERROR_TEXT_MAX = 1000
 STOP_JOIN_S = 0.5
 _IDLE_WAIT_S = 1.0  # the wake-up socket interrupts this; it is only a safety net
+# /ouro/ack: how often the server looks whether the audio thread has taken the commands
+# (only while an acknowledgement is pending), how long it waits, and how many may wait
+ACK_POLL_S = 0.0002
+ACK_TIMEOUT_S = 1.0
+MAX_PENDING_ACKS = 64
 _LOG_EVERY_S = 10.0  # unexpected exceptions: log at most one traceback per this
 
 # the type tags python-osc decodes, and the argument bytes each fixed-size one takes
@@ -126,6 +134,15 @@ class Controller(Protocol):
 
     def status_json(self) -> str:
         """The status document as a JSON string."""
+        ...
+
+
+class CountingController(Controller, Protocol):
+    """A controller that counts its commands, which ``/ouro/ack`` needs (the live engine
+    does)."""
+
+    def command_marks(self) -> tuple[int, int]:
+        """(commands queued so far, commands the audio thread has taken so far)."""
         ...
 
 
@@ -216,6 +233,8 @@ class OscServer:
         self._throttled_since = -1.0
 
         self._subs: dict[Any, _Subscriber] = {}
+        # (commands queued when asked, token, sender, give up at) per pending /ouro/ack
+        self._acks: deque[tuple[int, int, Any, float]] = deque()
         self._status_dgram = b""
         self._status_at = -math.inf
         self._buf = bytearray(65536)  # any datagram fits, so its real size is known
@@ -324,6 +343,10 @@ class OscServer:
             self._throttled_since = now
             return
         timeout = max(0.0, min(_IDLE_WAIT_S, next_push - now))
+        if self._acks:
+            self._settle_acks(now)
+            if self._acks:
+                timeout = min(timeout, ACK_POLL_S)
         for key, _ in everything.select(timeout):
             if key.fileobj is self._sock:
                 self._receive()
@@ -394,6 +417,8 @@ class OscServer:
             elif name == "ping":
                 self._no_args(name, args)
                 reply = _PONG
+            elif name == "ack":
+                reply = self._ack(sender, args)
             elif name == "subscribe":
                 self._subscribe(sender, args)
             elif name == "unsubscribe":
@@ -427,6 +452,43 @@ class OscServer:
     def _no_args(name: str, args: list[Any]) -> None:
         if args:
             raise _Refused(f"{name}: takes no arguments, got {len(args)}")
+
+    def _ack(self, sender: Any, args: list[Any]) -> bytes:
+        """``/ouro/ack token``: answered with ``/ouro/ack token`` once the audio thread has
+        taken every command queued before it (at once if it has)."""
+        if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int):
+            raise _Refused(f"ack: takes one integer token, got {_describe_args(args)}")
+        token = args[0]
+        if not -(1 << 31) <= token < (1 << 31):
+            raise _Refused(f"ack: the token {token} does not fit a 32-bit OSC integer")
+        marks = getattr(self.controller, "command_marks", None)
+        if marks is None:
+            raise _Refused("ack: this server's controller does not count its commands")
+        submitted, taken = marks()
+        if taken >= submitted:
+            return _osc_int("/ouro/ack", token)
+        if len(self._acks) >= MAX_PENDING_ACKS:
+            raise _Refused(f"ack: {MAX_PENDING_ACKS} acknowledgements are already waiting "
+                           f"for the audio thread")
+        self._acks.append((submitted, token, sender, time.monotonic() + ACK_TIMEOUT_S))
+        return b""
+
+    def _settle_acks(self, now: float) -> None:
+        """Answer the pending acknowledgements whose commands the audio thread has taken,
+        and give up on the ones it has not taken in time (the audio is not running)."""
+        taken = self.controller.command_marks()[1]  # type: ignore[attr-defined]
+        acks = self._acks
+        while acks:
+            target, token, sender, give_up = acks[0]
+            if taken >= target:
+                self._send(sender, _osc_int("/ouro/ack", token), reply=True)
+            elif now >= give_up:
+                self._error(sender, f"ack {token}: the audio thread did not take the "
+                                    f"commands before it within {ACK_TIMEOUT_S:g} s "
+                                    f"(is the audio running?)")
+            else:
+                return  # queued in order: the later ones wait for this one
+            acks.popleft()
 
     def _subscribe(self, sender: Any, args: list[Any]) -> None:
         if len(args) != 1:
@@ -571,6 +633,19 @@ def _osc(address: str, *texts: str) -> bytes:
 
 
 _PONG = _osc("/ouro/pong")
+
+
+def _osc_int(address: str, value: int) -> bytes:
+    """An OSC message of one 32-bit integer.
+
+    >>> _osc_int("/ouro/ack", 7)
+    b'/ouro/ack\\x00\\x00\\x00,i\\x00\\x00\\x00\\x00\\x00\\x07'
+    """
+    return _osc_string(address.encode()) + b",i\x00\x00" + struct.pack(">i", value)
+
+
+def _describe_args(args: list[Any]) -> str:
+    return f"{len(args)} argument(s)" if len(args) != 1 else f"{args[0]!r}"
 
 
 def _clip(text: str) -> str:

@@ -53,10 +53,28 @@ def test_begin_block_writes_the_ring_around_its_end_and_clears_the_click() -> No
     ring = np.zeros((128, CH), np.float32)
     x = np.arange(BS * CH, dtype=np.float32).reshape(BS, CH)
     click = np.ones(BS, np.float32)
-    begin_block(x, BS, ring, 128 * 5 + 100, click)  # frame 740: ring index 100, wraps at 128
+    peaks = np.zeros(CH, np.float64)
+    # frame 740: ring index 100, wraps at 128
+    begin_block(x, BS, ring, 128 * 5 + 100, click, peaks, 0.0)
     assert np.array_equal(ring[100:], x[:28])
     assert np.array_equal(ring[:36], x[28:])
     assert not click.any()
+    assert np.array_equal(peaks, np.abs(x).max(axis=0))
+
+
+def test_the_input_meter_holds_the_peak_and_falls_at_its_rate() -> None:
+    ring = np.zeros((128, 1), np.float32)
+    click = np.zeros(64, np.float32)
+    peaks = np.zeros(1, np.float64)
+    fall = -20.0 / 20.0 * np.log(10.0) / 48000  # 20 dB a second
+    x = np.zeros((64, 1), np.float32)
+    x[10, 0] = -0.5
+    begin_block(x, 64, ring, 0, click, peaks, fall)
+    assert peaks[0] == 0.5  # the magnitude, at once
+    quiet = np.zeros((64, 1), np.float32)
+    for _ in range(750):  # 48000 frames: one second of silence
+        begin_block(quiet, 64, ring, 0, click, peaks, fall)
+    assert np.isclose(20 * np.log10(peaks[0] / 0.5), -20.0)
 
 
 @pytest.mark.parametrize("monitor", [False, True])

@@ -64,6 +64,9 @@ class EngineController:
     def submit(self, cmd: Command) -> None:
         self.engine.submit(cmd)
 
+    def command_marks(self) -> tuple[int, int]:
+        return self.engine.commands_submitted, self.engine.commands_taken
+
     def status_json(self) -> str:
         return json.dumps(self.engine.status())
 
@@ -465,6 +468,43 @@ def test_a_bad_message_in_a_bundle_does_not_stop_the_others(engine: Engine,
 
 def _statuses(msgs: list[OscMessage]) -> list[dict[str, Any]]:
     return [json.loads(m.params[0]) for m in msgs if m.address == "/ouro/status"]
+
+
+def test_ack_answers_once_the_audio_thread_has_taken_the_commands(
+        engine: Engine, client: Client) -> None:
+    client.send("/ouro/ack", 1)  # nothing queued: at once
+    assert client.until("/ouro/ack")[0].params == [1]
+    client.send("/ouro/select", 2, 3)
+    client.send("/ouro/ack", 2)
+    # no audio thread yet: the select waits in the queue, and so does the answer
+    assert client.recv(0.2) is None
+    assert engine.commands_taken == 0 and engine.commands_submitted == 1
+    with Pump(engine):
+        ack, _ = client.until("/ouro/ack")
+    assert ack.params == [2]
+    assert engine.commands_taken == 1
+    assert engine.status()["selected"] == [2, 3]
+
+
+def test_ack_gives_up_naming_the_token_when_no_audio_runs(engine: Engine,
+                                                         client: Client) -> None:
+    client.send("/ouro/select", 1, 1)
+    client.send("/ouro/ack", 77)
+    err, before = client.until("/ouro/error", timeout=3.0)
+    assert "ack 77" in err.params[0] and "audio" in err.params[0], err.params
+    assert not [m for m in before if m.address == "/ouro/ack"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    ((), "takes one integer token, got 0 argument(s)"),
+    ((1.5,), "takes one integer token, got 1.5"),
+    (("x",), "takes one integer token, got 'x'"),
+])
+def test_ack_with_bad_arguments_is_refused(client: Client, args: tuple[Any, ...],
+                                           says: str) -> None:
+    client.send("/ouro/ack", *args)
+    err, _ = client.until("/ouro/error")
+    assert says in err.params[0], err.params
 
 
 def test_subscribe_pushes_the_status_until_unsubscribe(server: OscServer,
