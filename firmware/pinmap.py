@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware.errors import PinMapError
-from firmware.tomlfile import Key, Lines, load, loads
+from firmware.tomlfile import Key, Lines, dotted, load, loads
 
 __all__ = [
     "BOARDS",
@@ -443,7 +443,7 @@ class _Checker:
             line = self.lines.at(first)
             at = f" (line {line})" if line is not None else ""
             raise self.error(key, f"GPIO {value} is already used by "
-                             f"{'.'.join(str(p) for p in first)}{at}; pick a free pin such "
+                             f"{dotted(first)}{at}; pick a free pin such "
                              f"as {self.suggestions()}")
         self.taken[value] = key
         return value
