@@ -1,5 +1,6 @@
-"""The ``ouro`` command: ``start``, ``engine``, ``offline``, ``demo``, ``bench engine``,
-``bench live``, ``bench midi``, ``bench writer``, ``bench consolidate``."""
+"""The ``ouro`` command: ``start``, ``engine``, ``pedal``, ``offline``, ``demo``, ``bench
+engine``, ``bench live``, ``bench midi``, ``bench writer``, ``bench consolidate``, ``bench
+pedal``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,22 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: ~/.local/share/ouroboros)")
     p.add_argument("--osc-port", type=int, help=f"the engine's OSC UDP port (default: "
                    f"{DEFAULT_OSC_PORT}; 0 picks a free one)")
+
+    p = sub.add_parser("pedal", help="the footswitches and the OLED (its own process), "
+                       "talking to the engine over OSC")
+    p.add_argument("--engine", help="the engine's OSC host:port (default: from the data "
+                   f"directory's engine.json, else 127.0.0.1:{DEFAULT_OSC_PORT})")
+    p.add_argument("--data-dir", type=Path, help="the engine's data directory (default: "
+                   "~/.local/share/ouroboros)")
+    p.add_argument("--pinmap", help="a pin map file, or a built-in board: rpi4, rpi5, "
+                   "rpi4-spi (default: rpi4)")
+    p.add_argument("--keymap", help="a gesture map file (default: the shipped one)")
+    p.add_argument("--emulate", nargs="?", const="terminal",
+                   choices=("terminal", "window", "headless"),
+                   help="no GPIO or OLED: mock pins driven by the keyboard, the screen in "
+                   "the terminal (default), a window, or nowhere (headless)")
+    p.add_argument("--fps", type=float, default=30.0, help="frames a second (default 30)")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
 
     p = sub.add_parser("offline", help="run a performance script without JACK")
     p.add_argument("script", type=Path)
@@ -83,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--dir", type=Path, help="where to make the temporary directory "
                    "(default: the system's temporary directory)")
 
+    b = bsub.add_parser("pedal", help="footswitch edge to engine ack; OLED frame time")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--presses", type=int, default=1000)
+    b.add_argument("--period", type=int, default=64, help="JACK period in frames (default 64)")
+    b.add_argument("--frames", type=int, default=1000, help="OLED frames to time")
+
     b = bsub.add_parser("consolidate", help="consolidating and saving a finished loop")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--seconds", type=float, default=60.0, help="the loop's length")
@@ -94,6 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         return _start(args)
     if args.command == "engine":
         return _engine(args)
+    if args.command == "pedal":
+        return _pedal(parser, args)
+    if args.command == "bench" and args.bench == "pedal":
+        if not 10 <= args.presses <= 100000 or not 10 <= args.frames <= 100000:
+            parser.error("--presses and --frames must be 10..100000")
+        if args.period not in (16, 32, 64, 128, 256, 512, 1024):
+            parser.error(f"--period must be a power of two from 16 to 1024, got {args.period}")
+        from firmware.bench import bench_pedal, format_pedal_report
+
+        pedal_report = bench_pedal(args.presses, args.period, args.frames)
+        print(json.dumps(pedal_report) if args.json else format_pedal_report(pedal_report))
+        return 0
     if args.command == "offline":
         from rtcore import offline
 
@@ -167,6 +202,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser.error("unknown command")
     return 2
+
+
+def _pedal(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if not (math.isfinite(args.fps) and 1 <= args.fps <= 120):
+        parser.error(f"--fps must be 1..120, got {args.fps}")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and args.seconds > 0):
+        parser.error(f"--seconds must be a positive number, got {args.seconds}")
+    from firmware.app import run_pedal
+    from rtcore.live import default_data_dir
+
+    return run_pedal(engine=args.engine, data_dir=args.data_dir or default_data_dir(),
+                     pinmap=args.pinmap, keymap=args.keymap, emulate=args.emulate,
+                     fps=args.fps, seconds=args.seconds,
+                     out=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def _engine(args: argparse.Namespace) -> int:

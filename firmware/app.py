@@ -1,0 +1,205 @@
+"""``ouro pedal``: the pedal process, on the Pi or emulated on a desk.
+
+On the Pi it opens the GPIO through gpiozero's default pin factory and the OLED named by
+the pin map. With ``--emulate`` the same code runs on gpiozero's mock pins: in a terminal
+the keys move the mock pins (see :data:`KEYS`) and the screen is drawn with block
+characters (luma.emulator); ``window`` draws it in a pygame window; ``headless`` draws on
+luma's dummy device (for tests and CI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from firmware.controls import Controls, mock_factory
+from firmware.display import Display, dummy_display, open_display, terminal_display, window_display
+from firmware.errors import PedalError
+from firmware.keymap import DEFAULT_KEYMAP, KeyMap, load_keymap
+from firmware.link import EngineLink, engine_address
+from firmware.pedal import Pedal, run_frames
+from firmware.pinmap import PinMap, builtin_boards, builtin_pinmap, load_pinmap
+
+__all__ = ["EMULATIONS", "KEYS", "key_legend", "load_pinmap_arg", "run_pedal"]
+
+EMULATIONS = ("terminal", "window", "headless")
+DEFAULT_FPS = 30.0
+TAP_DOWN_S = 0.06  # how long an emulated tap keeps the switch down
+# key -> (control, gesture) in the emulated pedal: the home row are the four footswitches
+KEYS: dict[str, tuple[str, str]] = {
+    "a": ("fs1", "tap"), "s": ("fs2", "tap"), "d": ("fs3", "tap"), "f": ("fs4", "tap"),
+    "A": ("fs1", "hold"), "S": ("fs2", "hold"), "D": ("fs3", "hold"), "F": ("fs4", "hold"),
+    "j": ("encoder", "ccw"), "k": ("encoder", "cw"), "l": ("encoder", "push"),
+}
+QUIT_KEYS = ("q", "\x1b")
+
+
+def load_pinmap_arg(value: str | None) -> PinMap:
+    """A pin map from ``--pinmap``: a built-in board name (``rpi4``) or a file."""
+    if value is None:
+        return builtin_pinmap("rpi4")
+    if value in builtin_boards():
+        return builtin_pinmap(value)
+    return load_pinmap(value)
+
+
+def key_legend(keymap: KeyMap, mode: str) -> list[str]:
+    """The emulator's key map for ``mode``: which key does what."""
+    lines = []
+    for key, (control, gesture) in KEYS.items():
+        action = keymap.action(mode, control, gesture)
+        if action is not None:
+            how = "hold " if gesture == "hold" else ""
+            lines.append(f"{how}{key.lower()}  {control.upper()} {gesture}: {action}")
+    lines.append("double: tap a key twice quickly    q: quit")
+    return lines
+
+
+class KeyboardPedal:
+    """Keys in a terminal moving the mock pins of ``controls`` (a thread)."""
+
+    def __init__(self, controls: Controls, stream: TextIO, hold_time_s: float,
+                 stop: threading.Event, on_key: Callable[[str], None] | None = None):
+        self.controls = controls
+        self.stream = stream
+        self.hold_time_s = hold_time_s
+        self.stop = stop
+        self.on_key = on_key
+        self.keys = 0
+        self._thread = threading.Thread(target=self._run, name="ouro-pedal-keys", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        fd = self.stream.fileno()
+        while not self.stop.is_set():
+            try:
+                ch = os.read(fd, 1).decode(errors="replace")
+            except OSError:
+                return
+            if not ch:  # end of input
+                return
+            self.keys += 1
+            if self.on_key is not None:
+                self.on_key(ch)
+            if ch in QUIT_KEYS:
+                self.stop.set()
+                return
+            self.press(ch)
+
+    def press(self, ch: str) -> None:
+        hit = KEYS.get(ch)
+        if hit is None:
+            return
+        control, gesture = hit
+        c = self.controls
+        if gesture in ("cw", "ccw"):
+            if c.encoder is not None:
+                c.turn(1 if gesture == "cw" else -1)
+            return
+        if control not in c.buttons:
+            return
+        down = self.hold_time_s + 0.15 if gesture == "hold" else TAP_DOWN_S
+        c.drive(control, True)
+        threading.Timer(down, c.drive, (control, False)).start()
+
+
+@contextlib.contextmanager
+def cbreak(stream: TextIO) -> Iterator[None]:
+    """Keys arrive one at a time, unechoed; the terminal is restored afterwards."""
+    fd = stream.fileno()
+    old = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
+              pinmap: str | None = None, keymap: str | None = None,
+              emulate: str | None = None, fps: float = DEFAULT_FPS,
+              seconds: float | None = None, out: Callable[[str], None] = print) -> int:
+    """Run the pedal until SIGINT/SIGTERM (or ``seconds``); returns the exit code."""
+    try:
+        pm = load_pinmap_arg(pinmap)
+        km = load_keymap(keymap or DEFAULT_KEYMAP)
+        km.check_controls([s.name for s in pm.switches], pm.encoder is not None)
+        host, port, port_file = engine_address(engine, data_dir)
+    except (PedalError, ValueError) as exc:
+        out(f"ouro pedal: error: {exc}")
+        return 2
+    stop = threading.Event()
+    link = EngineLink(host, port, port_file=port_file)
+    pedal = Pedal(link, km, data_dir=data_dir)
+    link.on_error = pedal.on_error
+    controls: Controls | None = None
+    keyboard = None
+    terminal = emulate == "terminal" and sys.stdin.isatty()
+    previous: dict[int, Any] = {}
+
+    def on_signal(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    try:
+        controls = Controls(pm, pedal.on_gesture, hold_time_s=km.hold_time_s,
+                            double_tap_s=km.double_tap_s,
+                            pin_factory=mock_factory() if emulate else None)
+        pedal.set_led = controls.set_led
+        if emulate is None:
+            device = open_display(pm.display)
+        elif emulate == "terminal":
+            device = terminal_display() if terminal else dummy_display()
+        elif emulate == "window":
+            device = window_display()
+        else:
+            device = dummy_display()
+        pedal.screen = Display(device)
+    except (PedalError, ValueError) as exc:
+        if controls is not None:
+            controls.close()
+        out(f"ouro pedal: error: {exc}")
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    link.start()
+    where = f"{host}:{port}" + (f" (from {port_file})" if port_file else "")
+    if not terminal:
+        out(f"ouro pedal: {pm.board} pin map {pm.path.name}, gestures {km.path}; "
+            f"engine at {where}; {fps:g} frames a second"
+            + (f"; emulated ({emulate})" if emulate else ""))
+    try:
+        if terminal:
+            with cbreak(sys.stdin):
+                _legend(km, pedal.mode)
+                keyboard = KeyboardPedal(controls, sys.stdin, km.hold_time_s, stop)
+                keyboard.start()
+                run_frames(pedal, controls.tick, fps, stop, seconds)
+        else:
+            run_frames(pedal, controls.tick, fps, stop, seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        controls.close()
+        link.close()
+    if not terminal:
+        out(f"ouro pedal: stopped after {pedal.frames} frames, {pedal.gestures} gestures; "
+            f"{link.statuses} status pushes, {link.reconnects} reconnects")
+    return 0
+
+
+def _legend(keymap: KeyMap, mode: str) -> None:
+    """The key map under the emulated screen (which takes the first 32 rows)."""
+    sys.stdout.write("\x1b[34;1H\x1b[J" + "\r\n".join(key_legend(keymap, mode)) + "\r\n")
+    sys.stdout.flush()
+

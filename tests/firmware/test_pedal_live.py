@@ -1,0 +1,175 @@
+"""The pedal against a real engine: gpiozero's mock pins in, a real ``ouro engine`` on
+``jackd -d dummy`` receiving the commands, the status coming back by subscription; the
+engine killed and restarted under the pedal."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmware.controls import Controls, mock_factory
+from firmware.display import Display, dummy_display
+from firmware.keymap import default_keymap
+from firmware.link import EngineLink
+from firmware.pedal import Pedal, run_frames
+from firmware.pinmap import builtin_pinmap
+from rtcore.client import EngineProcess
+from rtcore.host import SignalClient
+from rtcore.jackd import JackServer, unique_server_name
+
+pytestmark = pytest.mark.jack
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[JackServer]:
+    with JackServer(unique_server_name("test-pedal"), period_frames=256) as srv:
+        yield srv
+
+
+class PedalRig:
+    """Engine process, player on its inputs, and the pedal (mock pins, dummy OLED) with its
+    frame loop running in a thread."""
+
+    def __init__(self, server: JackServer, data: Path):
+        self.server = server
+        self.data = data
+        self.engine = EngineProcess(server.name, data).start()
+        self.player = SignalClient(server.name, "player", outputs=2)
+        self.connect_player()
+        km = default_keymap()
+        self.link = EngineLink("127.0.0.1", self.engine.osc_port, timeout_s=0.6,
+                               retry_s=0.2, port_file=data / "engine.json").start()
+        self.display = Display(dummy_display())
+        self.pedal = Pedal(self.link, km, screen=self.display, data_dir=data)
+        self.link.on_error = self.pedal.on_error
+        self.controls = Controls(builtin_pinmap("rpi4"), self.pedal.on_gesture,
+                                 hold_time_s=km.hold_time_s, double_tap_s=km.double_tap_s,
+                                 pin_factory=mock_factory())
+        self.pedal.set_led = self.controls.set_led
+        self.stop = threading.Event()
+        self.frames = threading.Thread(target=run_frames, args=(
+            self.pedal, self.controls.tick, 30.0, self.stop), daemon=True)
+        self.frames.start()
+        assert self.link.wait_reachable(10)
+
+    def connect_player(self) -> None:
+        for i in (1, 2):
+            self.player.connect(f"player:out_{i}", f"ouroboros:in_{i}")
+
+    def tap(self, switch: str, down_s: float = 0.05) -> None:
+        self.controls.drive(switch, True)
+        time.sleep(down_s)
+        self.controls.drive(switch, False)
+        time.sleep(0.35)  # past the double-tap window: the next press is a new tap
+
+    def hold(self, switch: str) -> None:
+        self.tap(switch, down_s=0.8)
+
+    def cell(self, c: int, r: int) -> dict[str, Any]:
+        status = self.link.status
+        assert status is not None
+        cell = status["cells"][c][r]
+        assert isinstance(cell, dict)
+        return cell
+
+    def engine_selected(self) -> tuple[int, int] | None:
+        st = self.link.status
+        return tuple(st["selected"]) if st else None  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.frames.join(5)
+        self.controls.close()
+        self.link.close()
+        self.player.close()
+        self.engine.stop()
+
+
+def test_four_switches_run_a_session_on_the_real_engine(server: JackServer,
+                                                        tmp_path: Path) -> None:
+    rig = PedalRig(server, tmp_path / "data")
+    try:
+        # FS1 tap: record (0, 0); the REC LED lights while it records
+        rig.tap("fs1")
+        wait_for(lambda: rig.cell(0, 0)["state"] == "recording", what="recording")
+        wait_for(lambda: rig.controls.led_value("record") == 1.0, what="the REC LED")
+        time.sleep(1.2)
+        rig.tap("fs1")  # closes the first recording: it plays
+        wait_for(lambda: rig.cell(0, 0)["state"] == "playing", what="playing")
+        # the selection moved to the next empty row, in the pedal and in the engine
+        wait_for(lambda: rig.pedal.selected == (0, 1), what="selection to row 1")
+        wait_for(lambda: rig.engine_selected() == (0, 1), what="the engine's selection")
+        assert rig.controls.led_value("play") == 1.0
+        # a layer: FS1 again records row 1 for the column's length, then it plays
+        rig.tap("fs1")
+        wait_for(lambda: rig.cell(0, 1)["state"] == "recording", what="layer recording")
+        wait_for(lambda: rig.cell(0, 1)["state"] == "playing", 10, "layer playing")
+        wait_for(lambda: rig.pedal.selected == (0, 2), what="selection to row 2")
+        # FS4 tap: next row; FS4 double: next column (its first empty row)
+        rig.tap("fs4")
+        wait_for(lambda: rig.engine_selected() == (0, 3), what="next row")
+        rig.controls.drive("fs4", True)
+        rig.controls.drive("fs4", False)
+        time.sleep(0.1)
+        rig.tap("fs4")  # the second press inside the window: a double
+        wait_for(lambda: rig.engine_selected() == (1, 0), what="next column")
+        # back to (0, 1) with the encoder... there is none on rpi4: walk with FS4
+        rig.pedal.select(0, 1)
+        # FS3 tap: undo on (0, 1) takes the layer away; FS3 hold: clear (0, 0)
+        rig.tap("fs3")
+        wait_for(lambda: rig.cell(0, 1)["state"] == "empty", what="undo")
+        rig.pedal.select(0, 0)
+        time.sleep(0.1)
+        # FS2 tap toggles (0, 0): stop, then play again
+        rig.tap("fs2")
+        wait_for(lambda: rig.cell(0, 0)["state"] == "idle", what="stopped")
+        rig.tap("fs2")
+        wait_for(lambda: rig.cell(0, 0)["state"] == "playing", what="playing again")
+        # FS2 hold: stop everything
+        rig.hold("fs2")
+        wait_for(lambda: rig.cell(0, 0)["state"] == "idle", what="stop all")
+        # FS4 hold: EDIT mode; FS1 hold there: click on
+        rig.hold("fs4")
+        assert rig.pedal.mode == "edit"
+        rig.hold("fs1")
+        wait_for(lambda: rig.link.status and rig.link.status["click"]["on"], what="click on")
+        # every frame went to the OLED device, and the engine refused nothing
+        assert rig.display.frames_shown > 10
+        assert not [e for e in rig.link.errors if "select" in e], list(rig.link.errors)
+    finally:
+        rig.close()
+
+
+def test_the_pedal_survives_an_engine_restart(server: JackServer, tmp_path: Path) -> None:
+    rig = PedalRig(server, tmp_path / "data")
+    try:
+        assert rig.pedal.frame().alert is None
+        rig.engine.stop()  # the engine goes away: SIGTERM, it saves and exits
+        wait_for(lambda: rig.pedal.frame().alert == "ENGINE UNREACHABLE", 5, "the alert")
+        rig.tap("fs1")  # a press meanwhile is lost, not fatal
+        # it comes back (on another OSC port): the pedal finds it from engine.json
+        rig.engine = EngineProcess(server.name, rig.data).start()
+        rig.connect_player()
+        wait_for(lambda: rig.link.reachable, 10, "reconnection")
+        wait_for(lambda: rig.pedal.frame().alert is None, 5, "the alert to clear")
+        assert rig.link.reconnects >= 1
+        rig.tap("fs1")
+        wait_for(lambda: rig.cell(0, 0)["state"] == "recording", what="recording after")
+    finally:
+        rig.close()
