@@ -188,8 +188,8 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
         else:
             run_frames(pedal, controls.tick, fps, stop, seconds)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         controls.close()
         link.close()
     if not terminal:

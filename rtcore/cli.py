@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     b = bsub.add_parser("pedal", help="footswitch edge to engine ack; OLED frame time")
     b.add_argument("--json", action="store_true", help="print one JSON object")
-    b.add_argument("--presses", type=int, default=1000)
+    b.add_argument("--presses", type=int, default=500)
     b.add_argument("--period", type=int, default=64, help="JACK period in frames (default 64)")
     b.add_argument("--frames", type=int, default=1000, help="OLED frames to time")
 
