@@ -8,7 +8,8 @@ Which screen shows, first match wins:
 
 1. the pairing code (``View.pairing_code``), because the musician asked for it;
 2. an alert (``View.alert``), large and inverted; ``"HEADLINE\\ndetail"`` puts the
-   detail in small type under the headline;
+   detail in small type under the headline (with no status and no detail, the detail is
+   "reconnecting...");
 3. "ENGINE UNREACHABLE" when there is no status (``View.status is None``);
 4. a menu (``View.menu``);
 5. the performance screen.
@@ -815,7 +816,10 @@ def render(view: View, *, strict: bool = False) -> Image.Image:
         if view.pairing_code:
             _draw_pairing(frame, view.pairing_code)
         elif view.alert:
-            _draw_alert(frame, view.alert, view.blink)
+            alert = view.alert
+            if view.status is None and "\n" not in alert:
+                alert += "\nreconnecting..."  # with no status the link is always retrying
+            _draw_alert(frame, alert, view.blink)
         elif view.status is None:
             _draw_alert(frame, alerts_of(None)[0], view.blink)
         elif view.menu is not None:

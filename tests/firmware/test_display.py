@@ -29,6 +29,7 @@ from firmware.display import (
     dummy_display,
     open_display,
     terminal_display,
+    window_display,
 )
 from firmware.errors import PedalError
 from firmware.screen import Menu, View, busy_status, render
@@ -179,6 +180,15 @@ def test_display_wants_128x64() -> None:
 def test_dummy_display_is_one_bit() -> None:
     device = dummy_display()
     assert device.mode == "1" and device.size == (128, 64)
+
+
+def test_window_display_on_sdl_dummy_video(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pygame")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    device = window_display(scale=3)
+    display = Display(device)
+    assert display.show(View(status=busy_status(0), selected=(1, 1))) is True
+    assert device._screen.get_size() == (384, 192)
 
 
 # ------------------------------------------------------------------ the terminal display

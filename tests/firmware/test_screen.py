@@ -151,6 +151,11 @@ def test_screen_matches_reference(name: str) -> None:
     compare(name, image)
 
 
+def test_unreachable_as_the_pedal_says_it_is_the_unreachable_screen() -> None:
+    a = render(View(status=None, alert="ENGINE UNREACHABLE"))
+    assert a.tobytes() == render(View(status=None)).tobytes()
+
+
 def test_render_is_deterministic_and_new_each_time() -> None:
     view = SCREEN_VIEWS["perf_busy"]
     a, b = render(view), render(view)
