@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from firmware.keymap import Action, KeyMap
-from firmware.screen import Menu, View
+from firmware.screen import Menu, View, alerts_of
 
 __all__ = ["MenuState", "Pedal", "Sink", "next_empty_row", "pairing_code", "run_frames"]
 
 TOAST_S = 1.5
+ALERT_S = 3.0  # a new alert takes the whole screen this long, then shows as a mark
 BLINK_S = 0.25
 TEMPO_FLASH_S = 0.08
 CELL_COMMANDS = ("record", "play", "stop", "solo", "clear", "undo", "redo")
@@ -113,6 +114,9 @@ class Pedal:
         self.frames = 0
         self._lock = threading.RLock()
         self._prev_cells: list[list[str]] | None = None
+        self._alerts_seen: set[str] = set()
+        self._alert: str | None = None
+        self._alert_until = 0.0
 
     # ------------------------------------------------------------------ gestures
 
@@ -315,13 +319,30 @@ class Pedal:
                 self._leds(status, now)
             view = View(status=status, selected=self.selected,
                         mode=self.keymap.modes[self.mode].label, menu=self.menu_view(),
-                        alert=None if status is not None else "ENGINE UNREACHABLE",
+                        alert=self._alert_now(status, now),
                         blink=int(now / BLINK_S) % 2 == 0, pairing_code=self.pairing,
                         message=self.message)
             self.frames += 1
         if self.screen is not None:
             self.screen.show(view)
         return view
+
+    def _alert_now(self, status: Mapping[str, Any] | None, now: float) -> str | None:
+        """The alert for the whole screen: the engine unreachable for as long as it is;
+        an alert from the status (JACK lost, disk low, ...) for ALERT_S when it appears,
+        after which the performance screen marks it."""
+        if status is None:
+            return "ENGINE UNREACHABLE"
+        current = set(alerts_of(status))
+        new = current - self._alerts_seen
+        self._alerts_seen = current
+        if new:
+            self._alert = sorted(new)[0]
+            self._alert_until = now + ALERT_S
+        if self._alert is not None and (now >= self._alert_until
+                                        or self._alert not in current):
+            self._alert = None
+        return self._alert
 
     def _follow(self, status: Mapping[str, Any], now: float) -> None:
         cells = status.get("cells") or []

@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: the default server)")
     p.add_argument("--no-tour", action="store_true",
                    help="skip the scripted tour that builds a first loop")
+    p.add_argument("--no-pedal", action="store_true",
+                   help="run no emulated pedal (by default it is drawn in this terminal, "
+                   "keys for footswitches; headless when there is no terminal)")
     p.add_argument("--seconds", type=float, help="stop this many seconds after the engine is "
                    "up (the tour plays to its end first; default: run until Ctrl-C)")
     p.add_argument("--data-dir", type=Path, help="where the engine keeps its files "
@@ -245,7 +248,8 @@ def _start(args: argparse.Namespace) -> int:
         print(f"ouro start: error: {problem}", file=sys.stderr)
         return 2
     return run_start(args.server, tour=not args.no_tour, seconds=args.seconds,
-                     data_dir=args.data_dir, osc_port=args.osc_port)
+                     data_dir=args.data_dir, osc_port=args.osc_port,
+                     pedal=None if args.no_pedal else "auto")
 
 
 if __name__ == "__main__":

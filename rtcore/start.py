@@ -21,6 +21,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -475,13 +476,17 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
 def run_start(server: str | None = None, *, tour: bool = True, seconds: float | None = None,
               data_dir: Path | None = None, osc_port: int | None = None,
               out: Out | None = None, err: Out | None = None,
-              stop: threading.Event | None = None) -> int:
+              stop: threading.Event | None = None, pedal: str | None = "auto") -> int:
     """``ouro start``; returns the exit code: 0 after a clean run (also when stopped by
     Ctrl-C or SIGTERM), 1 when the tour or the engine failed on the way, 2 when something
     could not start.
 
     ``seconds`` counts from when the engine is up; the tour always plays to its end first.
     ``osc_port`` defaults to the engine's usual port (9951); 0 picks a free one.
+    ``pedal``: the emulated pedal (``ouro pedal --emulate``) as a process of its own:
+    ``"auto"`` draws it in this terminal when there is one, after the tour (keys drive the
+    footswitches, ``q`` ends everything), and runs it headless from the start otherwise;
+    ``None`` runs none.
     """
     say = out or (lambda line: print(line, flush=True))
     warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -492,6 +497,7 @@ def run_start(server: str | None = None, *, tour: bool = True, seconds: float | 
     jackd: JackServer | None = None
     engine: EngineProcess | None = None
     client: EngineClient | None = None
+    pedal_proc: subprocess.Popen[bytes] | None = None
     code = 0
     try:
         try:
@@ -519,8 +525,15 @@ def run_start(server: str | None = None, *, tour: bool = True, seconds: float | 
         client = engine.client()
         say(f"ouro start: engine running as JACK client {ENGINE_CLIENT!r} on {name!r} "
             f"(pid {engine.pid}); OSC on udp://127.0.0.1:{engine.osc_port}; data in {data}")
+        # in a terminal the pedal takes the screen after the tour's lines; headless, it
+        # follows the tour from the start
+        terminal = sys.stdin.isatty() and sys.stdout.isatty()
+        if pedal is not None and not terminal:
+            pedal_proc = _start_pedal(False, engine, data, say, stop)
         if tour and not stop.is_set():
             code = _tour(name, client, jackd, say, warn, stop)
+        if code == 0 and not stop.is_set() and pedal is not None and terminal:
+            pedal_proc = _start_pedal(True, engine, data, say, stop)
         if code == 0 and not stop.is_set():
             say(f"ouro start: drive it over OSC at udp://127.0.0.1:{engine.osc_port}, e.g. "
                 f"/ouro/record 1 0 (a loop in column 1), /ouro/stop 0 1, /ouro/click 0; "
@@ -539,6 +552,8 @@ def run_start(server: str | None = None, *, tour: bool = True, seconds: float | 
     finally:
         if client is not None:
             client.close()
+        if pedal_proc is not None:
+            code = _stop_pedal(pedal_proc, say, warn, code)
         code = _shut_down(engine, name, jackd, say, warn, code)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -597,6 +612,51 @@ def _tour(server: str, client: EngineClient, jackd: JackServer | None, say: Out,
         return 0
     finally:
         player.close()
+
+
+PEDAL_LOG = "pedal.log"
+
+
+def _start_pedal(terminal: bool, engine: EngineProcess, data: Path, say: Out,
+                 stop: threading.Event) -> subprocess.Popen[bytes]:
+    """``ouro pedal --emulate`` on the engine, in this terminal or headless; when it ends
+    (``q`` in the terminal), ``stop`` is set, which ends everything."""
+    mode = "terminal" if terminal else "headless"
+    cmd = [sys.executable, "-m", "rtcore.cli", "pedal", "--emulate", mode,
+           "--engine", f"127.0.0.1:{engine.osc_port}", "--data-dir", str(data)]
+    if terminal:
+        say("ouro start: the pedal, emulated in this terminal: the OLED above, the keys "
+            "below it (q quits)")
+        time.sleep(1.0)  # the lines above stay readable for a moment
+        proc = subprocess.Popen(cmd)
+    else:
+        with open(data / PEDAL_LOG, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        say(f"ouro start: the pedal runs emulated, headless (no terminal here) (pid "
+            f"{proc.pid}); its log: {data / PEDAL_LOG}")
+
+    def watch() -> None:
+        proc.wait()
+        stop.set()
+
+    threading.Thread(target=watch, name="ouro-start-pedal", daemon=True).start()
+    return proc
+
+
+def _stop_pedal(proc: subprocess.Popen[bytes], say: Out, warn: Out, code: int) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if proc.returncode not in (0, -signal.SIGTERM):
+        warn(f"ouro start: the pedal exited with code {proc.returncode}")
+        return code or 1
+    say(f"ouro start: pedal stopped (pid {proc.pid})")
+    return code
 
 
 def _keep_running(engine: EngineProcess, jackd: JackServer | None, stop: threading.Event,

@@ -173,6 +173,12 @@ def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None
     assert "started one with the dummy driver" in out
     (jackd_pid,) = pids("ouro start: no JACK server answered", out)
     (engine_pid,) = pids("ouro start: engine running", out)
+    # no terminal here: the emulated pedal ran headless, followed the engine, and stopped
+    (pedal_pid,) = pids("ouro start: the pedal runs emulated, headless", out)
+    assert f"pedal stopped (pid {pedal_pid})" in out
+    pedal_log = (data / "pedal.log").read_text()
+    pushes = re.search(r"(\d+) status pushes", pedal_log)
+    assert pushes is not None and int(pushes.group(1)) > 0, pedal_log
 
     beats = [line for line in out.splitlines() if re.match(r"beat \d+ \| ", line)]
     numbers = [int(line.split()[1]) for line in beats]
@@ -204,7 +210,7 @@ def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None
             want = src(np.arange(4 * SPB, dtype=np.int64), ch)
             assert matched_fraction(loop[:, ch], want, DUMMY_PERIOD_FRAMES) > 0.9, (row, ch)
 
-    assert gone(jackd_pid) and gone(engine_pid)
+    assert gone(jackd_pid) and gone(engine_pid) and gone(pedal_pid)
     assert not reachable(name)
     print(f"ouro start with the tour took {took:.1f} s")
 
