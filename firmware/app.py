@@ -54,13 +54,15 @@ def load_pinmap_arg(value: str | None) -> PinMap:
 
 def key_legend(keymap: KeyMap, mode: str) -> list[str]:
     """The emulator's key map for ``mode``: which key does what."""
-    lines = []
+    lines = [f"{keymap.modes[mode].label} mode"]
     for key, (control, gesture) in KEYS.items():
         action = keymap.action(mode, control, gesture)
         if action is not None:
-            how = "hold " if gesture == "hold" else ""
-            lines.append(f"{how}{key.lower()}  {control.upper()} {gesture}: {action}")
-    lines.append("double: tap a key twice quickly    q: quit")
+            lines.append(f"{key:<3} {control.upper()} {gesture}: {action}")
+        double = keymap.action(mode, control, "double") if gesture == "tap" else None
+        if double is not None:
+            lines.append(f"{key * 2:<3} {control.upper()} double: {double}")
+    lines.append("(capitals hold a switch down; a key twice quickly is a double)  q: quit")
     return lines
 
 
@@ -181,10 +183,18 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
     try:
         if terminal:
             with cbreak(sys.stdin):
+                shown = [pedal.mode]
                 _legend(km, pedal.mode)
+
+                def tick() -> None:
+                    controls.tick()
+                    if pedal.mode != shown[0]:  # the key map follows the mode
+                        shown[0] = pedal.mode
+                        _legend(km, pedal.mode)
+
                 keyboard = KeyboardPedal(controls, sys.stdin, km.hold_time_s, stop)
                 keyboard.start()
-                run_frames(pedal, controls.tick, fps, stop, seconds)
+                run_frames(pedal, tick, fps, stop, seconds)
         else:
             run_frames(pedal, controls.tick, fps, stop, seconds)
     finally:

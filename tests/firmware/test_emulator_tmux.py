@@ -59,7 +59,7 @@ def test_keys_drive_the_engine_and_the_screen_shows_it(engine: EngineProcess,
     session = f"ouro-pedal-{os.getpid()}"
     cmd = [sys.executable, "-m", "rtcore.cli", "pedal", "--emulate", "--engine",
            f"127.0.0.1:{engine.osc_port}", "--data-dir", str(engine.data_dir)]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "128", "-y", "45",
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "128", "-y", "50",
                     "-c", str(ROOT), *cmd], check=True)
     client = EngineClient("127.0.0.1", engine.osc_port)
     try:
