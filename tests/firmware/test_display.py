@@ -17,6 +17,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageChops
@@ -32,26 +33,16 @@ from firmware.display import (
     window_display,
 )
 from firmware.errors import PedalError
+from firmware.pinmap import DisplaySpec
 from firmware.screen import Menu, View, busy_status, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """The fields of ``firmware.pinmap.DisplaySpec``."""
-
-    driver: str = "ssd1306"
-    bus: str = "i2c"
-    i2c_port: int | None = 1
-    i2c_address: int | None = 0x3C
-    spi_port: int | None = None
-    spi_device: int | None = None
-    dc: int | None = None
-    reset: int | None = None
-    width: int = 128
-    height: int = 64
-    rotate: int = 0
+def spec(**fields: Any) -> DisplaySpec:
+    """A pin map's display: SSD1306 on I2C1 at 0x3C unless told otherwise."""
+    return DisplaySpec(**{"driver": "ssd1306", "bus": "i2c", "i2c_port": 1,
+                          "i2c_address": 0x3C, **fields})
 
 
 class RecordingSerial:
@@ -82,7 +73,7 @@ class RecordingSerial:
 @pytest.mark.parametrize("driver", ["ssd1306", "sh1106"])
 def test_open_display_builds_the_driver_and_pushes_frames(driver: str) -> None:
     serial = RecordingSerial()
-    device = open_display(Spec(driver=driver), serial_interface=serial)
+    device = open_display(spec(driver=driver), serial_interface=serial)
     assert type(device).__name__ == driver
     assert serial.commands  # its start-up sequence
     display = Display(device)
@@ -91,28 +82,28 @@ def test_open_display_builds_the_driver_and_pushes_frames(driver: str) -> None:
 
 
 def test_rotation_in_quarter_turns_or_degrees() -> None:
-    assert open_display(Spec(rotate=2), serial_interface=RecordingSerial()).rotate == 2
-    assert open_display(Spec(rotate=180), serial_interface=RecordingSerial()).rotate == 2
+    assert open_display(spec(rotate=2), serial_interface=RecordingSerial()).rotate == 2
+    assert open_display(spec(rotate=180), serial_interface=RecordingSerial()).rotate == 2
     with pytest.raises(DisplayConfigError, match="rotate 45"):
-        open_display(Spec(rotate=45), serial_interface=RecordingSerial())
+        open_display(spec(rotate=45), serial_interface=RecordingSerial())
 
 
-@pytest.mark.parametrize(("spec", "words"), [
-    (Spec(driver="ssd1309"), "driver 'ssd1309'"),
-    (Spec(bus="usb"), "bus 'usb'"),
-    (Spec(i2c_address=None), "i2c_address is not set"),
-    (Spec(bus="spi"), "spi_port is not set"),
-    (Spec(width=100, height=10), "ssd1306 on I2C bus 1 at address 0x3C"),
+@pytest.mark.parametrize(("bad", "words"), [
+    (spec(driver="ssd1309"), "driver 'ssd1309'"),
+    (spec(bus="usb"), "bus 'usb'"),
+    (spec(i2c_address=None), "i2c_address is not set"),
+    (spec(bus="spi"), "spi_port is not set"),
+    (spec(width=100, height=10), "ssd1306 on I2C bus 1 at address 0x3C"),
 ])
-def test_bad_specs_are_config_errors_that_say_what(spec: Spec, words: str) -> None:
+def test_bad_specs_are_config_errors_that_say_what(bad: DisplaySpec, words: str) -> None:
     with pytest.raises(DisplayConfigError, match=words) as err:
-        open_display(spec, serial_interface=RecordingSerial())
+        open_display(bad, serial_interface=RecordingSerial())
     assert isinstance(err.value, PedalError) and isinstance(err.value, ValueError)
 
 
 def test_a_display_that_does_not_answer_names_bus_and_address() -> None:
     with pytest.raises(DisplayError, match=r"I2C bus 1 at address 0x3D") as err:
-        open_display(Spec(i2c_address=0x3D), serial_interface=RecordingSerial(OSError(
+        open_display(spec(i2c_address=0x3D), serial_interface=RecordingSerial(OSError(
             121, "Remote I/O error")))
     assert isinstance(err.value, OSError)
 
@@ -121,7 +112,7 @@ def test_a_missing_i2c_bus_names_bus_and_address() -> None:
     # no /dev/i2c-97 here: smbus2 cannot open it (or is not installed at all); either way
     # the message names the bus and the address
     with pytest.raises(DisplayError, match=r"I2C bus 97 at address 0x3C"):
-        open_display(Spec(i2c_port=97))
+        open_display(spec(i2c_port=97))
 
 
 def test_spi_without_its_drivers_is_a_display_error() -> None:
@@ -132,7 +123,7 @@ def test_spi_without_its_drivers_is_a_display_error() -> None:
     except ImportError:
         pass
     with pytest.raises(DisplayError, match=r"SPI 0\.0 \(DC GPIO24, reset GPIO25\)"):
-        open_display(Spec(bus="spi", spi_port=0, spi_device=0, dc=24, reset=25))
+        open_display(spec(bus="spi", spi_port=0, spi_device=0, dc=24, reset=25))
 
 
 # -------------------------------------------------------------------------------- Display

@@ -21,19 +21,13 @@ from firmware.pinmap import builtin_pinmap
 from rtcore.client import EngineProcess
 from rtcore.host import SignalClient
 from rtcore.jackd import JackServer, unique_server_name
+from tests.rtcore.test_live import wait_until
 
 pytestmark = pytest.mark.jack
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or check}")
-        time.sleep(0.02)
+    return wait_until(check, timeout_s, describe=lambda: what or None)
 
 
 @pytest.fixture(scope="module")

@@ -145,13 +145,7 @@ def test_a_killed_engine_comes_back_with_every_finished_loop_bit_exact(
         again.close()
 
 
-FULL_DISK_CONFIG = """
-[engine]
-declick_ms = 0
-smoothing_ms = 0
-[process]
-gc_interval_s = 0.5
-[recorder]
+FULL_DISK_CONFIG = CONFIG.split("[recorder]")[0] + """[recorder]
 autostart = true
 bits = 32
 rotation_seconds = 1.5
