@@ -167,3 +167,47 @@ def test_the_pedal_survives_an_engine_restart(server: JackServer, tmp_path: Path
         wait_for(lambda: rig.cell(0, 0)["state"] == "recording", what="recording after")
     finally:
         rig.close()
+
+
+def test_the_encoder_and_the_menu_set_click_sync_tempo_and_show_the_pairing_code(
+        server: JackServer, tmp_path: Path) -> None:
+    rig = PedalRig(server, tmp_path / "data")
+    try:
+        c = rig.controls
+        assert c.encoder is not None  # the rpi4 map has one
+        c.turn(2)  # two detents clockwise: two rows down
+        wait_for(lambda: rig.engine_selected() == (0, 2), what="the encoder's rows")
+        c.turn(-1)
+        wait_for(lambda: rig.engine_selected() == (0, 1), what="back one row")
+        rig.tap("encoder")  # push: the menu
+        view = rig.pedal.frame()
+        assert view.menu is not None and view.menu.items[0] == "Click"
+        rig.tap("fs3")  # enter on Click: on
+        wait_for(lambda: rig.link.status and rig.link.status["click"]["on"], what="click on")
+        rig.tap("fs2")
+        rig.tap("fs2")  # down to Sync... then Sync: MIDI
+        assert rig.pedal.frame().menu.items[rig.pedal.menu.stack[-1][2]] == "Sync"  # type: ignore[union-attr]
+        rig.tap("fs3")
+        wait_for(lambda: rig.link.status and rig.link.status["sync"] == "midi", what="sync")
+        rig.tap("fs3")  # and back to internal, so the tempo can be set
+        wait_for(lambda: rig.link.status and rig.link.status["sync"] == "internal",
+                 what="sync internal")
+        c.turn(1)  # the encoder moves the menu too: Tempo
+        rig.tap("fs3")  # open the tempo, three up (FS1), enter
+        for _ in range(3):
+            rig.tap("fs1")
+        assert rig.pedal.menu_view().values[3] == "123<>"  # type: ignore[union-attr]
+        rig.tap("fs3")
+        wait_for(lambda: rig.link.status and rig.link.status["tempo"] == 123.0, what="tempo")
+        for _ in range(2):
+            c.turn(1)  # Sessions, Pairing
+        rig.tap("encoder")  # push = enter: the pairing code, kept in the data directory
+        code = rig.pedal.frame().pairing_code
+        assert code is not None and len(code) == 6 and code.isdigit()
+        assert code in (rig.data / "pairing.json").read_text()
+        rig.tap("fs4")  # back: the code goes; hold FS4: the menu closes
+        assert rig.pedal.frame().pairing_code is None
+        rig.hold("fs4")
+        assert rig.pedal.frame().menu is None
+    finally:
+        rig.close()
