@@ -70,13 +70,11 @@ class KeyboardPedal:
     """Keys in a terminal moving the mock pins of ``controls`` (a thread)."""
 
     def __init__(self, controls: Controls, stream: TextIO, hold_time_s: float,
-                 stop: threading.Event, on_key: Callable[[str], None] | None = None):
+                 stop: threading.Event):
         self.controls = controls
         self.stream = stream
         self.hold_time_s = hold_time_s
         self.stop = stop
-        self.on_key = on_key
-        self.keys = 0
         self._thread = threading.Thread(target=self._run, name="ouro-pedal-keys", daemon=True)
 
     def start(self) -> None:
@@ -91,9 +89,6 @@ class KeyboardPedal:
                 return
             if not ch:  # end of input
                 return
-            self.keys += 1
-            if self.on_key is not None:
-                self.on_key(ch)
             if ch in QUIT_KEYS:
                 self.stop.set()
                 return

@@ -21,18 +21,14 @@ from gpiozero import PWMLED, Button, RotaryEncoder
 from gpiozero.exc import BadPinFactory, GPIOZeroError, PinError
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware.errors import PedalError
+from firmware.errors import GpioError
 from firmware.gestures import GestureDetector
+from firmware.keymap import ENCODER
 from firmware.pinmap import PinMap
 
 __all__ = ["Controls", "GpioError", "mock_factory"]
 
-ENCODER = "encoder"
 OnGesture = Callable[[str, str], None]
-
-
-class GpioError(PedalError, OSError):
-    """The GPIO could not be opened (no GPIO on this machine, a pin in use, ...)."""
 
 
 def mock_factory() -> Any:

@@ -37,7 +37,7 @@ import luma.core.error
 from luma.core.device import dummy
 from PIL import Image
 
-from firmware.errors import PedalError
+from firmware.errors import DisplayConfigError, DisplayError
 from firmware.screen import View, render
 
 __all__ = [
@@ -55,16 +55,6 @@ __all__ = [
 
 DRIVERS = ("ssd1306", "sh1106")
 BUSES = ("i2c", "spi")
-
-
-class DisplayError(PedalError, OSError):
-    """The display cannot be opened or written to. The message names the driver, the bus
-    and the address, and what to check."""
-
-
-class DisplayConfigError(PedalError, ValueError):
-    """A display spec asks for something no driver can do (unknown driver or bus, a size
-    or rotation the controller does not support)."""
 
 
 class DisplaySpecLike(Protocol):

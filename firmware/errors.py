@@ -3,7 +3,8 @@ built-in it resembles, so callers that catch ``ValueError`` or ``OSError`` still
 
 from __future__ import annotations
 
-__all__ = ["ConfigFileError", "KeyMapError", "PedalError", "PinMapError"]
+__all__ = ["ConfigFileError", "DisplayConfigError", "DisplayError", "GpioError", "KeyMapError",
+           "PedalError", "PinMapError"]
 
 
 class PedalError(Exception):
@@ -21,3 +22,17 @@ class PinMapError(ConfigFileError):
 
 class KeyMapError(ConfigFileError):
     """A gesture map (footswitch gestures to commands) is invalid."""
+
+
+class GpioError(PedalError, OSError):
+    """The GPIO could not be opened (no GPIO on this machine, a pin in use, ...)."""
+
+
+class DisplayError(PedalError, OSError):
+    """The display cannot be opened or written to. The message names the driver, the bus
+    and the address, and what to check."""
+
+
+class DisplayConfigError(PedalError, ValueError):
+    """A display spec asks for something no driver can do (unknown driver or bus, a size
+    or rotation the controller does not support)."""

@@ -173,8 +173,7 @@ class EngineLink:
             if data:
                 self._handle(data, now)
             if not self.reachable:
-                if self._was_reachable:
-                    self._was_reachable = False
+                self._was_reachable = False
                 if now >= next_retry:
                     next_retry = now + self.retry_s
                     self._subscribe()

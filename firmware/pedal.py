@@ -37,6 +37,7 @@ class Sink(Protocol):
     """Where commands go: :class:`~firmware.link.EngineLink` (or anything alike)."""
 
     status: dict[str, Any] | None
+    status_at: float  # monotonic time the status arrived
 
     def command(self, name: str, *args: Any, ack: bool = True) -> int: ...
 
@@ -384,7 +385,7 @@ def _cell(status: Mapping[str, Any] | None, col: int, row: int) -> Mapping[str, 
         return {}
 
 
-def _on_beat(status: Mapping[str, Any], link: Any, now: float) -> bool:
+def _on_beat(status: Mapping[str, Any], link: Sink, now: float) -> bool:
     """Whether the tempo LED is lit now: for TEMPO_FLASH_S from each beat, predicted from
     the status (its frame, the next beat's frame) and when it arrived."""
     try:
@@ -393,8 +394,7 @@ def _on_beat(status: Mapping[str, Any], link: Any, now: float) -> bool:
         ahead = (int(status["next_beat_frame"]) - int(status["frame"])) / rate
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return False
-    at = float(getattr(link, "status_at", now))
-    since = (now - (at + ahead)) % period
+    since = (now - (link.status_at + ahead)) % period
     return since < TEMPO_FLASH_S
 
 

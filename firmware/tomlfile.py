@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from firmware.errors import ConfigFileError
 
-__all__ = ["Lines", "dotted", "load", "loads", "table"]
+__all__ = ["Lines", "dotted", "load", "loads"]
 
 Key = tuple[str | int, ...]
 
@@ -221,13 +220,3 @@ def load(path: str | Path, cls: type[ConfigFileError] = ConfigFileError
         raise cls(f"{path}: cannot read: {exc.strerror or exc}") from None
     return loads(text, str(path), cls)
 
-
-def table(doc: Mapping[str, Any], path: Key, lines: Lines,
-          cls: type[ConfigFileError] = ConfigFileError) -> Mapping[str, Any]:
-    """``doc`` at ``path``, which must be a table (an error naming the line if not)."""
-    node: Any = doc
-    for part in path:
-        node = node[part]
-    if not isinstance(node, Mapping):
-        raise lines.error(path, f"must be a table, not {type(node).__name__}", cls)
-    return node

@@ -249,7 +249,7 @@ def _start(args: argparse.Namespace) -> int:
         return 2
     return run_start(args.server, tour=not args.no_tour, seconds=args.seconds,
                      data_dir=args.data_dir, osc_port=args.osc_port,
-                     pedal=None if args.no_pedal else "auto")
+                     pedal=not args.no_pedal)
 
 
 if __name__ == "__main__":

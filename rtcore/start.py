@@ -476,17 +476,16 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
 def run_start(server: str | None = None, *, tour: bool = True, seconds: float | None = None,
               data_dir: Path | None = None, osc_port: int | None = None,
               out: Out | None = None, err: Out | None = None,
-              stop: threading.Event | None = None, pedal: str | None = "auto") -> int:
+              stop: threading.Event | None = None, pedal: bool = True) -> int:
     """``ouro start``; returns the exit code: 0 after a clean run (also when stopped by
     Ctrl-C or SIGTERM), 1 when the tour or the engine failed on the way, 2 when something
     could not start.
 
     ``seconds`` counts from when the engine is up; the tour always plays to its end first.
     ``osc_port`` defaults to the engine's usual port (9951); 0 picks a free one.
-    ``pedal``: the emulated pedal (``ouro pedal --emulate``) as a process of its own:
-    ``"auto"`` draws it in this terminal when there is one, after the tour (keys drive the
-    footswitches, ``q`` ends everything), and runs it headless from the start otherwise;
-    ``None`` runs none.
+    ``pedal``: run the emulated pedal (``ouro pedal --emulate``) as a process of its own:
+    drawn in this terminal when there is one, after the tour (keys drive the footswitches,
+    ``q`` ends everything), else headless from the start.
     """
     say = out or (lambda line: print(line, flush=True))
     warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -528,11 +527,11 @@ def run_start(server: str | None = None, *, tour: bool = True, seconds: float | 
         # in a terminal the pedal takes the screen after the tour's lines; headless, it
         # follows the tour from the start
         terminal = sys.stdin.isatty() and sys.stdout.isatty()
-        if pedal is not None and not terminal:
+        if pedal and not terminal:
             pedal_proc = _start_pedal(False, engine, data, say, stop)
         if tour and not stop.is_set():
             code = _tour(name, client, jackd, say, warn, stop)
-        if code == 0 and not stop.is_set() and pedal is not None and terminal:
+        if code == 0 and not stop.is_set() and pedal and terminal:
             pedal_proc = _start_pedal(True, engine, data, say, stop)
         if code == 0 and not stop.is_set():
             say(f"ouro start: drive it over OSC at udp://127.0.0.1:{engine.osc_port}, e.g. "
