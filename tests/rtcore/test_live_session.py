@@ -185,18 +185,27 @@ def test_a_full_disk_stops_the_recorder_cleanly_and_the_session_catches_up(
             for p, part in zip(files[:-1], parts[:-1], strict=True):
                 assert part.shape == (round(1.5 * SR), 4), p
             assert sum(p.shape[0] for p in parts) == rec["frames_written"]
-            ch0 = np.concatenate([p[:, 0] for p in parts])
-            first = int(np.flatnonzero(ch0)[0])  # the player is connected after the start
+            pcm = np.concatenate(parts)
+            first = int(np.flatnonzero(pcm[:, 0])[0])  # the player is connected after the start
             assert first < SR, first
-            ft = frame_times(ch0)
-            steps = (np.diff(ft) & 0xFFFFFF)[first:]
-            breaks = int(np.count_nonzero(steps != 1))
-            # an xrun records silence and the player skips the same cycles: a break or two
-            # per xrun, never at a file boundary
-            assert breaks <= 2 * (st["xruns"] + st["jack"]["frame_time_anomalies"]), \
-                (breaks, st["xruns"], st["jack"])
-            edges = np.cumsum([p.shape[0] for p in parts[:-1]]) - first
-            assert np.all(steps[edges - 1] == 1), steps[edges - 1]
+            # an xrun records silence (on both inputs at once: the probe's two channels are
+            # never both zero otherwise), as many frames as the recorder counted (some may
+            # come before the player was connected)
+            live = np.flatnonzero(pcm[first:, :2].any(axis=1)) + first
+            silent = pcm.shape[0] - first - live.size
+            assert 0 <= rec["silence_frames"] - silent <= first, (silent, rec)
+            # across the silence the frame times go on; a late test player (Python, in
+            # this busy process) may repeat or skip a cycle: a break or two per xrun or
+            # frame-time anomaly, never at a file boundary
+            ft = frame_times(pcm[live, 0])
+            broken = (np.diff(ft) & 0xFFFFFF) != np.diff(live)
+            faults = max(st["xruns"], st["jack"]["xruns_reported"]) \
+                + st["jack"]["frame_time_anomalies"]
+            assert np.count_nonzero(broken) <= 2 * faults, \
+                (np.flatnonzero(broken), live[np.flatnonzero(broken)], faults, st["jack"])
+            edges = np.cumsum([p.shape[0] for p in parts[:-1]])
+            at_edge = np.searchsorted(live, edges) - 1  # the live pair spanning each edge
+            assert not broken[at_edge].any(), (edges, live[at_edge])
 
             # a loop finished on the full disk plays; its save waits, named, for room
             cell = rig.record_loop(0)
