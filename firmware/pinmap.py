@@ -28,7 +28,9 @@ pick a free pin such as GPIO 4, 5, 6 or 7
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +56,22 @@ __all__ = [
     "loads_pinmap",
 ]
 
-HW_DIR = Path(__file__).resolve().parents[1] / "hw"
-"""The repository's ``hw/`` folder: pin maps, diagrams, BOM."""
+
+
+def _hw_dir() -> Path:
+    """The repository's ``hw/`` beside the package when run from a checkout; in an
+    installed copy, the ``share/ouroboros/hw`` that the wheel's data files put under the
+    environment's prefix. ``OURO_HW_DIR`` overrides both."""
+    if env := os.environ.get("OURO_HW_DIR"):
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "hw"
+    if (checkout / "pinmaps").is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "ouroboros" / "hw"
+
+
+HW_DIR = _hw_dir()
+"""The ``hw/`` folder: pin maps, diagrams, BOM (pin maps only, in an installed copy)."""
 
 PINMAP_DIR = HW_DIR / "pinmaps"
 
