@@ -3,8 +3,9 @@
 On the Pi it opens the GPIO through gpiozero's default pin factory and the OLED named by
 the pin map. With ``--emulate`` the same code runs on gpiozero's mock pins: in a terminal
 the keys move the mock pins (see :data:`KEYS`) and the screen is drawn with block
-characters (luma.emulator); ``window`` draws it in a pygame window; ``headless`` draws on
-luma's dummy device (for tests and CI).
+characters (luma.emulator); ``window`` draws it in a pygame window whose keys are the switches
+themselves (a key held down is a switch held down); ``headless`` draws on luma's dummy
+device (for tests and CI).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from types import FrameType
 from typing import Any, TextIO
 
 from firmware.controls import Controls, mock_factory
-from firmware.display import Display, dummy_display, open_display, terminal_display, window_display
+from firmware.display import (
+    Display,
+    dummy_display,
+    open_display,
+    terminal_display,
+    window_display,
+    window_keys,
+)
 from firmware.errors import PedalError
 from firmware.keymap import DEFAULT_KEYMAP, KeyMap, load_keymap
 from firmware.link import EngineLink, engine_address
@@ -111,6 +119,38 @@ class KeyboardPedal:
         threading.Timer(down, c.drive, (control, False)).start()
 
 
+class WindowPedal:
+    """Keys in the emulator's window moving the mock pins of ``controls``: the same keys as
+    in a terminal, but a key is down exactly as long as it is held, so holds and doubles
+    are played, not simulated. Polled from the frame loop (pygame wants its events read
+    by the thread that draws)."""
+
+    TITLE = "Ouroboros pedal: a s d f switches (hold = hold), j k encoder, l push, q quit"
+
+    def __init__(self, controls: Controls, stop: threading.Event):
+        self.controls = controls
+        self.stop = stop
+        self._titled = False
+
+    def poll(self) -> None:
+        events = window_keys(None if self._titled else self.TITLE)
+        self._titled = True
+        c = self.controls
+        for key, down in events:
+            if key in ("q", "escape", "quit"):
+                self.stop.set()
+                continue
+            hit = KEYS.get(key)
+            if hit is None:
+                continue
+            control, gesture = hit
+            if gesture in ("cw", "ccw"):
+                if down and c.encoder is not None:
+                    c.turn(1 if gesture == "cw" else -1)
+            elif control in c.buttons:
+                c.drive(control, down)
+
+
 @contextlib.contextmanager
 def cbreak(stream: TextIO) -> Iterator[None]:
     """Keys arrive one at a time, unechoed; the terminal is restored afterwards."""
@@ -190,6 +230,15 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
                 keyboard = KeyboardPedal(controls, sys.stdin, km.hold_time_s, stop)
                 keyboard.start()
                 run_frames(pedal, tick, fps, stop, seconds)
+        elif emulate == "window":
+            window = WindowPedal(controls, stop)
+
+            def poll_then_tick() -> None:
+                window.poll()
+                controls.tick()
+
+            with contextlib.suppress(SystemExit):  # luma exits on Esc held while drawing
+                run_frames(pedal, poll_then_tick, fps, stop, seconds)
         else:
             run_frames(pedal, controls.tick, fps, stop, seconds)
     finally:

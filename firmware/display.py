@@ -51,6 +51,7 @@ __all__ = [
     "open_display",
     "terminal_display",
     "window_display",
+    "window_keys",
 ]
 
 DRIVERS = ("ssd1306", "sh1106")
@@ -214,6 +215,10 @@ def terminal_display(width: int = 128, height: int = 64, rotate: int = 0) -> Any
                            f"curses and termios from a POSIX Python)") from exc
 
 
+WINDOW_CLASS = "ouroboros-pedal"
+"""The X11 class of the emulator's window."""
+
+
 def window_display(width: int = 128, height: int = 64, rotate: int = 0,
                    scale: int = 4) -> Any:
     """luma.emulator's ``pygame`` device: a window showing the display ``scale`` times
@@ -223,6 +228,7 @@ def window_display(width: int = 128, height: int = 64, rotate: int = 0,
     Raises :class:`DisplayError` when pygame is missing or has no video device.
     """
     _quiet_pygame()
+    os.environ.setdefault("SDL_VIDEO_X11_WMCLASS", WINDOW_CLASS)  # for desktops and tests
     try:
         from luma.emulator.device import pygame
 
@@ -231,6 +237,24 @@ def window_display(width: int = 128, height: int = 64, rotate: int = 0,
     except Exception as exc:  # pygame.error has no import-free name to catch
         raise DisplayError(f"window display: {type(exc).__name__}: {exc} (needs pygame "
                            f"and a desktop: DISPLAY or WAYLAND_DISPLAY)") from exc
+
+
+def window_keys(title: str | None = None) -> list[tuple[str, bool]]:
+    """The keys pressed (``True``) and released (``False``) in the :func:`window_display`
+    window since the last call, by pygame's key names (``"a"``, ``"escape"``); the window
+    being closed comes as ``("quit", True)``. ``title``, when given, becomes the window's
+    caption. Call it from the thread that draws the window."""
+    import pygame
+
+    if title is not None:
+        pygame.display.set_caption(title)
+    events = []
+    for event in pygame.event.get((pygame.KEYDOWN, pygame.KEYUP, pygame.QUIT)):
+        if event.type == pygame.QUIT:
+            events.append(("quit", True))
+        else:
+            events.append((pygame.key.name(event.key), event.type == pygame.KEYDOWN))
+    return events
 
 
 class Display:

@@ -1,0 +1,131 @@
+"""The desktop pedal in a window: ``ouro pedal --emulate window`` on an X server (Xvfb),
+keys pressed and held in the window with XTEST (xdotool), the window's pixels read back,
+and a real engine on ``jackd -d dummy`` receiving the commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageGrab
+
+from firmware.display import WINDOW_CLASS
+from firmware.screen import View, render
+from rtcore.client import EngineClient, EngineProcess
+from rtcore.jackd import JackServer, unique_server_name
+
+pytestmark = [pytest.mark.jack, pytest.mark.gui,
+              pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
+                                 reason="needs Xvfb and xdotool")]
+ROOT = Path(__file__).resolve().parents[2]
+SCALE = 4  # the window draws each OLED pixel as 4x4
+
+
+@pytest.fixture
+def xserver() -> Iterator[str]:
+    """A private Xvfb; yields its DISPLAY (it picks a free display number itself)."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "640x480x24",
+                             "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with os.fdopen(read) as f:
+            number = f.readline().strip()
+        assert number.isdigit(), "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[EngineProcess]:
+    with JackServer(unique_server_name("test-window"), period_frames=256) as srv, \
+            EngineProcess(srv.name, tmp_path / "data") as eng:
+        yield eng
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    return value
+
+
+def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EngineProcess) -> None:
+    env = {**os.environ, "DISPLAY": xserver, "SDL_AUDIODRIVER": "dummy"}
+    pedal = subprocess.Popen([sys.executable, "-m", "rtcore.cli", "pedal", "--emulate", "window",
+                              "--engine", f"127.0.0.1:{engine.osc_port}",
+                              "--data-dir", str(engine.data_dir)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    client = EngineClient("127.0.0.1", engine.osc_port)
+
+    def xdo(*args: str) -> str:
+        return subprocess.run(["xdotool", *args], env=env, check=True, capture_output=True,
+                              text=True, timeout=30).stdout
+
+    def press(key: str, seconds: float = 0.06) -> None:
+        xdo("keydown", key)
+        time.sleep(seconds)
+        xdo("keyup", key)
+
+    def shown() -> Image.Image:
+        """The OLED as the window shows it: its 512x256 pixels, one in 4x4."""
+        grab = ImageGrab.grab(xdisplay=xserver).convert("L")
+        return grab.crop((left, top, left + 128 * SCALE, top + 64 * SCALE)).resize(
+            (128, 64), Image.Resampling.NEAREST).point(lambda v: 255 if v > 127 else 0)
+
+    def off_by(mode: str) -> int:
+        status = client.status()
+        sel = tuple(status["selected"])
+        seen = np.asarray(shown())
+        return min(int(np.count_nonzero(seen != np.asarray(render(View(
+            status=status, selected=sel, mode=mode, blink=b)).convert("L"))))
+            for b in (True, False))
+
+    try:
+        window = until(lambda: subprocess.run(
+            ["xdotool", "search", "--class", WINDOW_CLASS], env=env,
+            capture_output=True, text=True).stdout.split(), "no pedal window", 30)[0]
+        xdo("windowfocus", "--sync", window)
+        geometry = dict(line.split("=") for line in xdo("getwindowgeometry", "--shell",
+                                                         window).split())
+        left, top = int(geometry["X"]), int(geometry["Y"])
+        # a tap of a: FS1 records (0,0); again: it plays and the selection moves to row 1
+        press("a")
+        until(lambda: client.status()["cells"][0][0]["state"] == "recording", "no recording")
+        time.sleep(1.2)
+        press("a")
+        until(lambda: client.status()["selected"] == [0, 1], "the selection did not move")
+        assert client.status()["cells"][0][0]["state"] == "playing"
+        # the window shows the pedal's frame for that status, pixel for pixel but for what
+        # moves (the beat, the progress bars, the meter)
+        time.sleep(0.5)
+        assert off_by("PLAY") < 0.04 * 128 * 64
+        # f held down (a real hold, as long as the key is down): EDIT mode, on screen
+        press("f", 1.0)
+        until(lambda: off_by("EDIT") < 0.04 * 128 * 64, "EDIT mode is not on screen", 5)
+        # s held in EDIT mode: stop everything
+        press("s", 1.0)
+        until(lambda: client.status()["cells"][0][0]["state"] == "idle", "s hold did not stop")
+        # q quits the pedal; the engine goes on
+        press("q")
+        _, err = pedal.communicate(timeout=15)
+        assert pedal.returncode == 0, err
+        assert "emulated (window)" in err and "6 gestures" in err, err
+        assert client.status()["cells"][0][0]["state"] == "idle"
+    finally:
+        if pedal.poll() is None:
+            pedal.terminate()
+            pedal.communicate(timeout=10)
+        client.close()
