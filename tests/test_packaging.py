@@ -41,7 +41,7 @@ def test_ouro_console_script_points_at_rtcore_cli() -> None:
 
 @pytest.mark.parametrize(
     ("extra", "forbidden"),
-    [("pedal", "kivy"), ("companion", "gpiozero")],
+    [("pedal", "kivy"), ("pi", "kivy"), ("companion", "gpiozero"), ("companion", "lgpio")],
 )
 def test_extra_keeps_out_the_other_sides_toolkit(extra: str, forbidden: str) -> None:
     names = requirements_of_extra(extra)
