@@ -129,7 +129,8 @@ class Build:
     def check(self) -> None:
         if os.geteuid() != 0:
             raise BuildError("run as root (mmdebstrap's root mode, file ownership in the image)")
-        tools = ["mmdebstrap", "mke2fs", "mkfs.fat", "mcopy", "sfdisk", "dd", "useradd"]
+        tools = ["mmdebstrap", "mke2fs", "mkfs.fat", "mcopy", "sfdisk", "dd", "useradd",
+                 "systemctl", "eatmydata"]
         if self.arch == "arm64":
             tools += ["proot", "qemu-aarch64-static", "dtc"]
         missing = [t for t in tools if shutil.which(t) is None]
