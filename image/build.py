@@ -324,10 +324,10 @@ class Build:
              root_img, f"{root_mb}M"], env=env)
         # data: the engine's directory owned by ouro, grown at first boot
         data = self.work / "data"
-        for d in ("ouroboros", "cache"):
+        for d in ("ouroboros",):
             (data / d).mkdir(parents=True)
         uid, gid = self.ouro_ids()
-        for p in (data / "ouroboros", data / "cache"):
+        for p in (data / "ouroboros",):
             os.chown(p, uid, gid)
         data_img = parts / "data.ext4"
         run(["mke2fs", "-q", "-t", "ext4", "-L", "ouro-data", "-U", self.fs_uuid("data"),
