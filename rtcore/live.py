@@ -499,6 +499,7 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
                stop: threading.Event | None = None) -> int:
     """Run until SIGINT/SIGTERM (or ``stop``); returns the exit code."""
     from rtcore.host import HostError, JackHost
+    from rtcore.jitcache import prune_engine_cache
     from rtcore.osc import OscServer
 
     out = ready or (lambda line: print(line, flush=True))
@@ -511,6 +512,9 @@ def run_engine(settings: LiveSettings, *, ready: Any = None,
     except ConfigError as exc:
         host.close()
         raise HostError(f"the JACK server's settings don't suit the engine: {exc}") from None
+    # a power cut can leave numba's cache of our kernels damaged: the first call would fail
+    for problem in prune_engine_cache():
+        out(f"ouro engine: {problem}")
     engine = Engine(cfg)
     keeper = SessionKeeper(engine, data_dir, settings.session_format)
     restored = keeper.restore()  # before the audio starts: installed directly
