@@ -23,9 +23,11 @@ the same package set.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -66,6 +68,15 @@ UNITS = ["jackd.service", "ouro-engine.service", "ouro-pedal.service",
 VENV = Path("/opt/ouroboros/venv")
 DATA_MB = 64  # the data partition as built; grown to the card at first boot
 BOOT_MB = 256
+QEMU = {"arm64": "qemu-aarch64-static", "amd64": "qemu-x86_64-static"}
+PI_DEVICE_TREES = ("bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
+                   "bcm2712-rpi-5-b.dtb")
+# where the drivers on the way to the Pi's root file system live (kernel/drivers/<this>)
+BOOT_SUBSYSTEMS = ("mmc", "regulator", "clk", "gpio", "pinctrl", "reset", "firmware", "dma",
+                   "pci", "usb", "mailbox", "soc", "phy", "power", "nvmem", "irqchip", "bus")
+ROOT_MODULES = ("ext4", "usb_storage", "uas", "sd_mod", "xhci_pci")
+MERGED_USR_SETUP = "/usr/share/mmdebstrap/hooks/merged-usr/setup00.sh"
+MERGED_USR_ESSENTIAL = "/usr/share/mmdebstrap/hooks/merged-usr/essential00.sh"
 NAMESPACE = uuid.UUID("6f75726f-626f-726f-7300-000000000000")  # for repeatable fs UUIDs
 
 
@@ -131,8 +142,11 @@ class Build:
             raise BuildError("run as root (mmdebstrap's root mode, file ownership in the image)")
         tools = ["mmdebstrap", "mke2fs", "mkfs.fat", "mcopy", "sfdisk", "dd", "useradd",
                  "systemctl", "eatmydata"]
+        if self.arch != host_arch():
+            # image/foreign_chroot.py, and systemd-tmpfiles for image/foreign-apt's replays
+            tools += ["proot", QEMU[self.arch], "systemd-tmpfiles"]
         if self.arch == "arm64":
-            tools += ["proot", "qemu-aarch64-static", "dtc"]
+            tools.append("dtc")
         missing = [t for t in tools if shutil.which(t) is None]
         if missing:
             raise BuildError(f"missing tools: {', '.join(missing)} (apt-get install mmdebstrap "
@@ -168,43 +182,72 @@ class Build:
     def stage_rootfs(self) -> None:
         packages = COMMON_PACKAGES + ARCH_PACKAGES[self.arch]
         mirror = SNAPSHOT.format(self.snapshot) if self.snapshot else MIRROR
+        foreign = self.arch != host_arch()
         cmd: list[str | Path] = [
-            "mmdebstrap", "--mode=root", f"--arch={self.arch}", "--variant=minbase",
-            "--components=main,non-free-firmware", f"--include={','.join(packages)}",
-            "--aptopt=Acquire::Retries \"3\"", "--skip=essential/unlink",
+            "mmdebstrap", "--mode=root", f"--arch={self.arch}",
+            "--components=main,non-free-firmware", "--aptopt=Acquire::Retries \"3\"",
+            "--skip=essential/unlink",
             # /bin -> usr/bin made by mmdebstrap, not by usrmerge's script (which needs ldd,
             # and ldd does not work on the target's binaries under qemu-user)
-            "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
-            # eatmydata: no fsync while unpacking (a throwaway tree until it becomes an image)
-            "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata",
+            f"--setup-hook={MERGED_USR_SETUP}",
         ]
+        env = {"SOURCE_DATE_EPOCH": str(self.epoch)}
         if self.snapshot:
             cmd.append("--aptopt=Acquire::Check-Valid-Until \"false\"")
         if self.cache is not None:
             self.cache.mkdir(parents=True, exist_ok=True)
             cmd += ["--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
-                    f"--setup-hook=sync-in {self.cache} /var/cache/apt/archives",
-                    f"--customize-hook=sync-out /var/cache/apt/archives {self.cache}"]
-        cmd.append("--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb")
-        env = {"SOURCE_DATE_EPOCH": str(self.epoch)}
-        if self.arch != host_arch():
-            # no binfmt_misc here: mmdebstrap's `chroot` becomes proot running the target's
-            # binaries through qemu-user (mmdebstrap calls chroot from PATH)
-            wrap = self.work / "proot-bin"
+                    f"--setup-hook=sync-in {self.cache} /var/cache/apt/archives"]
+        arch_overlay = REPO / "image" / f"rootfs-{self.arch}"
+        if arch_overlay.is_dir():  # before the packages: their scripts read these settings
+            cmd.append(f"--setup-hook=sync-in {arch_overlay} /")
+        if not foreign:
+            cmd += ["--variant=minbase", f"--include={','.join(packages)}",
+                    f"--essential-hook={MERGED_USR_ESSENTIAL}"]
+        else:
+            # No binfmt_misc here: the kernel cannot run the target's binaries, and apt's own
+            # chroot(2) (DPkg::Chroot-Directory, how mmdebstrap installs --include) fails.
+            # mmdebstrap calls `chroot` from PATH for everything else: that `chroot` is
+            # image/foreign_chroot.py (proot + qemu-user). mmdebstrap installs the essential
+            # set and apt; image/foreign-apt installs the rest with the target's own apt.
+            wrap = self.work / "foreign-bin"
             wrap.mkdir()
-            qemu = {"arm64": "qemu-aarch64-static", "amd64": "qemu-x86_64-static"}[self.arch]
-            (wrap / "chroot").write_text(
-                "#!/bin/sh\nroot=\"$1\"; shift\n"
-                f"exec proot -0 -q {qemu} -r \"$root\" -w / -b /dev -b /proc -b /sys \"$@\"\n")
-            (wrap / "chroot").chmod(0o755)
+            (wrap / "chroot").symlink_to(REPO / "image" / "foreign_chroot.py")
             env["PATH"] = f"{wrap}:{os.environ['PATH']}"
-            cmd.append("--skip=check/qemu")
+            env["OURO_QEMU"] = QEMU[self.arch]
+            inner = " ".join([f"'{REPO / 'image' / 'foreign-apt'}'", '"$1"', "usr-is-merged",
+                              "'?and(?priority(required),?architecture(native))'", *packages])
+            cmd += ["--variant=apt", "--skip=check/qemu", f"--customize-hook={inner}"]
+        if self.cache is not None:
+            cmd.append(f"--customize-hook=sync-out /var/cache/apt/archives {self.cache}")
+        cmd += ["--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb",
+                # eatmydata: no fsync while unpacking (a throwaway tree until it is an image)
+                "--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata"]
         # the venv was made before: keep it out of mmdebstrap's way, then back
         venv_parts = self.work / "venv-stage"
         shutil.move(self.root, venv_parts)
         run([*cmd, SUITE, self.root, mirror], env=env)
         shutil.copytree(venv_parts, self.root, symlinks=True, dirs_exist_ok=True)
         shutil.rmtree(venv_parts)
+        if self.arch == "arm64":
+            self.pi_initramfs(env)
+
+    def pi_initramfs(self, env: dict[str, str]) -> None:
+        """The Pi's initramfs again, now with the modules its device trees call for."""
+        (version,) = [p.name for p in (self.root / "usr/lib/modules").iterdir()]
+        dtbs = self.root / "usr/lib" / f"linux-image-{version}" / "broadcom"
+        trees = [dtbs / name for name in PI_DEVICE_TREES if (dtbs / name).is_file()]
+        if not trees:
+            raise BuildError(f"no Raspberry Pi device tree in {dtbs}")
+        modules = initramfs_modules(self.root / "usr/lib/modules" / version,
+                                    [t.read_bytes() for t in trees])
+        (self.root / "etc/initramfs-tools/modules").write_text(
+            "# written by image/build: what the Pi's device trees need to reach the root file\n"
+            f"# system ({', '.join(t.name for t in trees)}), and ext4 and USB storage\n"
+            + "".join(f"{m}\n" for m in modules))
+        self.manifest["initramfs_modules"] = modules
+        chroot = ["chroot"] if "OURO_QEMU" not in env else [REPO / "image" / "foreign_chroot.py"]
+        run([*chroot, self.root, "update-initramfs", "-u", "-k", version], env=env)
 
     def stage_system(self) -> None:
         root = self.root
@@ -279,8 +322,7 @@ class Build:
         version = kernel.name.removeprefix("vmlinuz-")
         dtbs = self.root / "usr/lib" / f"linux-image-{version}" / "broadcom"
         found = []
-        for dtb in ("bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
-                    "bcm2712-rpi-5-b.dtb"):
+        for dtb in PI_DEVICE_TREES:
             if (dtbs / dtb).is_file():
                 shutil.copy(dtbs / dtb, boot / dtb)
                 found.append(dtb)
@@ -408,6 +450,70 @@ class Build:
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         say(f"{self.out / f'ouroboros-{self.arch}.img'} in {time.monotonic() - t_all:.0f} s")
+
+
+def fdt_nodes(blob: bytes) -> list[tuple[str, list[str]]]:
+    """Every node of a flattened device tree: its name (without the unit address) and its
+    compatible strings, read straight from the DTB's structure block."""
+    magic, _size, off_struct, off_strings = struct.unpack_from(">4I", blob)
+    if magic != 0xD00DFEED:
+        raise BuildError("not a device tree blob (bad magic)")
+    nodes: list[tuple[str, list[str]]] = []
+    stack: list[int] = []
+    pos = off_struct
+    while True:
+        (token,) = struct.unpack_from(">I", blob, pos)
+        pos += 4
+        if token == 1:  # FDT_BEGIN_NODE: a NUL-terminated name, padded to 4 bytes
+            end = blob.index(b"\0", pos)
+            nodes.append((blob[pos:end].decode().split("@")[0], []))
+            stack.append(len(nodes) - 1)
+            pos = (end + 4) & ~3
+        elif token == 2:  # FDT_END_NODE
+            stack.pop()
+        elif token == 3:  # FDT_PROP: length, name offset, value padded to 4 bytes
+            length, nameoff = struct.unpack_from(">2I", blob, pos)
+            pos += 8
+            name_end = blob.index(b"\0", off_strings + nameoff)
+            if blob[off_strings + nameoff:name_end] == b"compatible" and stack:
+                value = blob[pos:pos + length].rstrip(b"\0")
+                nodes[stack[-1]][1].extend(v.decode() for v in value.split(b"\0") if v)
+            pos = (pos + length + 3) & ~3
+        elif token == 4:  # FDT_NOP
+            continue
+        elif token == 9:  # FDT_END
+            return nodes
+        else:
+            raise BuildError(f"device tree blob: unknown token {token} at {pos - 4}")
+
+
+def initramfs_modules(moddir: Path, trees: list[bytes]) -> list[str]:
+    """The modules the kernel would load for these device trees' nodes (matched the way udev
+    matches a node's modalias against modules.alias) that drive something on the way to the
+    root file system, plus ext4 and USB storage."""
+    aliases = []
+    for line in (moddir / "modules.alias").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "alias" and parts[1].startswith("of:"):
+            aliases.append((parts[1], parts[2]))
+    wanted = set()
+    for blob in trees:
+        for name, compatible in fdt_nodes(blob):
+            if not compatible:
+                continue
+            modalias = f"of:N{name}T<NULL>" + "".join(f"C{c}" for c in compatible)
+            wanted |= {module for pattern, module in aliases
+                       if fnmatch.fnmatchcase(modalias, pattern)}
+    # a module's subsystem, from where it lives: kernel/drivers/<subsystem>/...
+    where = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        path = line.split(":", 1)[0]
+        stem = Path(path).name.split(".ko")[0].replace("-", "_")
+        where[stem] = Path(path).parts
+    chosen = {m for m in wanted
+              if len(where.get(m, ())) > 2 and where[m][1] == "drivers"
+              and where[m][2] in BOOT_SUBSYSTEMS}
+    return sorted(chosen | set(ROOT_MODULES))
 
 
 def host_arch() -> str:

@@ -236,6 +236,12 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
         rc = vm.serial.run("python3 -c \"import json; print(len(json.load(open("
                            "'/data/ouroboros/session/session.json'))['takes']))\"")
         assert rc == (0, "1\n"), rc
+        # numba's kernel cache lives on /data too: damage one file the way a power cut can
+        # (cut short, and on disk), and the engine must still come up after the cut
+        rc = vm.serial.run("f=$(find /data/ouroboros/cache/numba -name '*.nbi' | head -n 1); "
+                           "test -n \"$f\" && truncate -s 3 \"$f\" && sync && echo \"$f\"")
+        assert rc[0] == 0, rc
+        damaged = Path(rc[1].strip()).name
     finally:
         vm.pull_the_plug()  # the power, cut: no shutdown, no sync
     again = Machine(amd64, disk)
@@ -247,6 +253,9 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
         assert st["session"]["restored"]["problems"] == [], st["session"]
         rc = again.serial.run("findmnt -n -o OPTIONS /")
         assert rc[1].startswith("ro"), rc
+        rc = again.serial.run("journalctl -b -u ouro-engine --no-pager | grep -c 'damaged "
+                              f"compiled-kernel cache removed ({damaged}'")
+        assert rc == (0, "1\n"), (rc, again.serial.run("journalctl -b -u ouro-engine")[1])
     finally:
         again.close()
 
