@@ -71,6 +71,9 @@ BOOT_MB = 256
 QEMU = {"arm64": "qemu-aarch64-static", "amd64": "qemu-x86_64-static"}
 PI_DEVICE_TREES = ("bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb",
                    "bcm2712-rpi-5-b.dtb")
+# the labels our overlays (hw/overlays/) refer to, at their place in mainline's bcm2711 tree
+PI_SYMBOLS = {"gpio": "/soc/gpio@7e200000", "i2s": "/soc/i2s@7e203000",
+              "i2c1": "/soc/i2c@7e804000", "spi0": "/soc/spi@7e204000"}
 # where the drivers on the way to the Pi's root file system live (kernel/drivers/<this>)
 BOOT_SUBSYSTEMS = ("mmc", "regulator", "clk", "gpio", "pinctrl", "reset", "firmware", "dma",
                    "pci", "usb", "mailbox", "soc", "phy", "power", "nvmem", "irqchip", "bus")
@@ -210,11 +213,7 @@ class Build:
             # mmdebstrap calls `chroot` from PATH for everything else: that `chroot` is
             # image/foreign_chroot.py (proot + qemu-user). mmdebstrap installs the essential
             # set and apt; image/foreign-apt installs the rest with the target's own apt.
-            wrap = self.work / "foreign-bin"
-            wrap.mkdir()
-            (wrap / "chroot").symlink_to(REPO / "image" / "foreign_chroot.py")
-            env["PATH"] = f"{wrap}:{os.environ['PATH']}"
-            env["OURO_QEMU"] = QEMU[self.arch]
+            env.update(self.chroot_env())
             inner = " ".join([f"'{REPO / 'image' / 'foreign-apt'}'", '"$1"', "usr-is-merged",
                               "'?and(?priority(required),?architecture(native))'", *packages])
             cmd += ["--variant=apt", "--skip=check/qemu", f"--customize-hook={inner}"]
@@ -230,9 +229,21 @@ class Build:
         shutil.copytree(venv_parts, self.root, symlinks=True, dirs_exist_ok=True)
         shutil.rmtree(venv_parts)
         if self.arch == "arm64":
-            self.pi_initramfs(env)
+            self.pi_initramfs()
 
-    def pi_initramfs(self, env: dict[str, str]) -> None:
+    def chroot_env(self) -> dict[str, str]:
+        """The environment in which `chroot` (for mmdebstrap, systemctl's SysV helper and
+        our own calls) enters the target: on a foreign architecture, image/foreign_chroot.py
+        under that name, first on PATH."""
+        if self.arch == host_arch():
+            return {}
+        wrap = self.work / "foreign-bin"
+        if not wrap.is_dir():
+            wrap.mkdir()
+            (wrap / "chroot").symlink_to(REPO / "image" / "foreign_chroot.py")
+        return {"PATH": f"{wrap}:{os.environ['PATH']}", "OURO_QEMU": QEMU[self.arch]}
+
+    def pi_initramfs(self) -> None:
         """The Pi's initramfs again, now with the modules its device trees call for."""
         (version,) = [p.name for p in (self.root / "usr/lib/modules").iterdir()]
         dtbs = self.root / "usr/lib" / f"linux-image-{version}" / "broadcom"
@@ -246,8 +257,9 @@ class Build:
             f"# system ({', '.join(t.name for t in trees)}), and ext4 and USB storage\n"
             + "".join(f"{m}\n" for m in modules))
         self.manifest["initramfs_modules"] = modules
-        chroot = ["chroot"] if "OURO_QEMU" not in env else [REPO / "image" / "foreign_chroot.py"]
-        run([*chroot, self.root, "update-initramfs", "-u", "-k", version], env=env)
+        env = self.chroot_env()
+        chroot = shutil.which("chroot", path=env.get("PATH")) or "chroot"
+        run([chroot, self.root, "update-initramfs", "-u", "-k", version], env=env)
 
     def stage_system(self) -> None:
         root = self.root
@@ -262,15 +274,17 @@ class Build:
              "--home-dir", "/data/ouroboros", "--no-create-home", "--shell",
              "/usr/sbin/nologin", "ouro"])
         self.make_venv()
-        run(["systemctl", f"--root={root}", "enable", *UNITS])
-        run(["systemctl", f"--root={root}", "disable", "ssh.service"])
+        # systemctl hands units with a SysV script to update-rc.d, inside the target
+        env = self.chroot_env()
+        run(["systemctl", f"--root={root}", "enable", *UNITS], env=env)
+        run(["systemctl", f"--root={root}", "disable", "ssh.service"], env=env)
         if self.ssh_key is not None:
             ssh = root / "root/.ssh"
             ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
             shutil.copy(self.ssh_key, ssh / "authorized_keys")
             (ssh / "authorized_keys").chmod(0o600)
             run(["systemctl", f"--root={root}", "enable", "ssh.service",
-                 "ouro-ssh-keys.service"])
+                 "ouro-ssh-keys.service"], env=env)
         (root / "etc/machine-id").write_text("")  # each pedal gets its own at boot
 
     def make_venv(self) -> None:
@@ -324,7 +338,7 @@ class Build:
         found = []
         for dtb in PI_DEVICE_TREES:
             if (dtbs / dtb).is_file():
-                shutil.copy(dtbs / dtb, boot / dtb)
+                with_symbols(dtbs / dtb, boot / dtb, self.work / "dts")
                 found.append(dtb)
         if "bcm2711-rpi-4-b.dtb" not in found:
             raise BuildError(f"no Raspberry Pi 4 device tree in {dtbs}")
@@ -450,6 +464,39 @@ class Build:
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         say(f"{self.out / f'ouroboros-{self.arch}.img'} in {time.monotonic() - t_all:.0f} s")
+
+
+def with_symbols(src: Path, dst: Path, scratch: Path) -> None:
+    """A copy of Debian's device tree that overlays can be applied to: Debian builds its
+    device trees without __symbols__, and the Pi firmware resolves an overlay's references
+    (``target = <&i2s>``) through them. The tree is decompiled, the nodes of PI_SYMBOLS get
+    their mainline labels, and dtc -@ compiles it again (which also gives those nodes a
+    phandle). Nothing else changes."""
+    scratch.mkdir(exist_ok=True)
+    dts = run(["dtc", "-q", "-I", "dtb", "-O", "dts", src], capture=True)
+    by_path = {path: label for label, path in PI_SYMBOLS.items()}
+    out: list[str] = []
+    path: list[str] = []  # the open nodes, the root ("/") first
+    seen = set()
+    for line in dts.splitlines():
+        stripped = line.strip()
+        if stripped.endswith("{"):
+            name = stripped[:-1].strip().split(": ")[-1]
+            path.append(name)
+            full = "/" + "/".join(path[1:])
+            if full in by_path:
+                indent = line[:len(line) - len(line.lstrip())]
+                line = f"{indent}{by_path[full]}: {name} {{"
+                seen.add(full)
+        elif stripped == "};":
+            path.pop()
+        out.append(line)
+    missing = sorted(set(by_path) - seen)
+    if missing:
+        raise BuildError(f"{src.name}: no node at {', '.join(missing)}")
+    source = scratch / (src.stem + ".dts")
+    source.write_text("\n".join(out) + "\n")
+    run(["dtc", "-q", "-@", "-I", "dts", "-O", "dtb", "-o", dst, source])
 
 
 def fdt_nodes(blob: bytes) -> list[tuple[str, list[str]]]:

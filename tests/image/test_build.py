@@ -92,3 +92,67 @@ def test_a_file_that_is_not_a_device_tree_is_refused_by_name() -> None:
     build = load_build()
     with pytest.raises(build.BuildError, match="not a device tree"):
         build.fdt_nodes(b"\x00" * 64)
+
+
+BASE = """/dts-v1/;
+/ {
+    #address-cells = <1>;
+    #size-cells = <1>;
+    compatible = "raspberrypi,4-model-b", "brcm,bcm2711";
+    soc {
+        #address-cells = <1>;
+        #size-cells = <1>;
+        gpio@7e200000 { compatible = "brcm,bcm2711-gpio"; };
+        i2s@7e203000 { compatible = "brcm,bcm2835-i2s"; status = "disabled"; };
+        spi@7e204000 { compatible = "brcm,bcm2835-spi"; status = "disabled"; };
+        i2c@7e804000 { compatible = "brcm,bcm2835-i2c"; status = "disabled"; };
+    };
+};
+"""
+
+
+def test_our_overlay_applies_to_a_debian_tree_only_once_it_has_symbols(tmp_path: Path) -> None:
+    """Debian's trees have no __symbols__; the Pi firmware, like fdtoverlay (libfdt), cannot
+    resolve ``target = <&i2s>`` without them."""
+    if shutil.which("dtc") is None or shutil.which("fdtoverlay") is None:
+        pytest.skip("dtc/fdtoverlay are not installed (./run tests installs "
+                    "device-tree-compiler)")
+    build = load_build()
+    (tmp_path / "base.dts").write_text(BASE)
+    base, fixed = tmp_path / "base.dtb", tmp_path / "fixed.dtb"
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", base, tmp_path / "base.dts"],
+                   check=True)
+    overlay = tmp_path / "ouro-pcm5122.dtbo"
+    subprocess.run(["dtc", "-q", "-@", "-I", "dts", "-O", "dtb", "-o", overlay,
+                    REPO / "hw" / "overlays" / "ouro-pcm5122.dts"], check=True)
+
+    def apply(tree: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["fdtoverlay", "-i", tree, "-o", tmp_path / "merged.dtb",
+                               overlay], capture_output=True, text=True)
+
+    assert apply(base).returncode != 0  # as Debian ships it
+    build.with_symbols(base, fixed, tmp_path / "scratch")
+    assert apply(fixed).returncode == 0, apply(fixed).stderr
+
+    def get(*args: str) -> str:
+        return subprocess.run(["fdtget", tmp_path / "merged.dtb", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert get("/soc/i2s@7e203000", "status") == "okay"
+    assert get("/sound", "compatible") == "simple-audio-card"
+    assert get("/soc/i2c@7e804000", "clock-frequency") == "400000"
+    assert get("/soc/i2c@7e804000/pcm5122@4d", "compatible") == "ti,pcm5122"
+    symbols = subprocess.run(["fdtget", "-p", fixed, "/__symbols__"], check=True,
+                             capture_output=True, text=True).stdout.split()
+    assert sorted(symbols) == sorted(build.PI_SYMBOLS)
+
+
+def test_a_tree_without_a_node_the_overlays_need_is_refused_by_path(tmp_path: Path) -> None:
+    if shutil.which("dtc") is None:
+        pytest.skip("dtc is not installed")
+    build = load_build()
+    (tmp_path / "base.dts").write_text(BASE.replace("spi@7e204000", "spi@7e204001"))
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", tmp_path / "base.dtb",
+                    tmp_path / "base.dts"], check=True)
+    with pytest.raises(build.BuildError, match="/soc/spi@7e204000"):
+        build.with_symbols(tmp_path / "base.dtb", tmp_path / "out.dtb", tmp_path / "s")
