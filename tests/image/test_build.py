@@ -111,7 +111,7 @@ BASE = """/dts-v1/;
 """
 
 
-def test_our_overlay_applies_to_a_debian_tree_only_once_it_has_symbols(tmp_path: Path) -> None:
+def test_our_overlays_apply_to_a_debian_tree_only_once_it_has_symbols(tmp_path: Path) -> None:
     """Debian's trees have no __symbols__; the Pi firmware, like fdtoverlay (libfdt), cannot
     resolve ``target = <&i2s>`` without them."""
     if shutil.which("dtc") is None or shutil.which("fdtoverlay") is None:
@@ -122,13 +122,15 @@ def test_our_overlay_applies_to_a_debian_tree_only_once_it_has_symbols(tmp_path:
     base, fixed = tmp_path / "base.dtb", tmp_path / "fixed.dtb"
     subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", base, tmp_path / "base.dts"],
                    check=True)
-    overlay = tmp_path / "ouro-pcm5122.dtbo"
-    subprocess.run(["dtc", "-q", "-@", "-I", "dts", "-O", "dtb", "-o", overlay,
-                    REPO / "hw" / "overlays" / "ouro-pcm5122.dts"], check=True)
+    overlays = []
+    for name in ("ouro-pcm5122", "ouro-spi0"):  # both, as config.txt loads them
+        overlays.append(tmp_path / f"{name}.dtbo")
+        subprocess.run(["dtc", "-q", "-@", "-I", "dts", "-O", "dtb", "-o", overlays[-1],
+                        REPO / "hw" / "overlays" / f"{name}.dts"], check=True)
 
     def apply(tree: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["fdtoverlay", "-i", tree, "-o", tmp_path / "merged.dtb",
-                               overlay], capture_output=True, text=True)
+                               *overlays], capture_output=True, text=True)
 
     assert apply(base).returncode != 0  # as Debian ships it
     build.with_symbols(base, fixed, tmp_path / "scratch")
@@ -142,6 +144,8 @@ def test_our_overlay_applies_to_a_debian_tree_only_once_it_has_symbols(tmp_path:
     assert get("/sound", "compatible") == "simple-audio-card"
     assert get("/soc/i2c@7e804000", "clock-frequency") == "400000"
     assert get("/soc/i2c@7e804000/pcm5122@4d", "compatible") == "ti,pcm5122"
+    assert get("/soc/spi@7e204000", "status") == "okay"
+    assert get("/soc/spi@7e204000/spidev@0", "compatible") == "rohm,dh2228fv"
     symbols = subprocess.run(["fdtget", "-p", fixed, "/__symbols__"], check=True,
                              capture_output=True, text=True).stdout.split()
     assert sorted(symbols) == sorted(build.PI_SYMBOLS)

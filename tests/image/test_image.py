@@ -304,17 +304,23 @@ def test_the_arm64_image_holds_a_pi_boot_partition_and_an_arm64_system(
     assert "root=LABEL=ouro-root ro" in boot_file("cmdline.txt")
     overlays = subprocess.run(["mdir", "-b", "-i", f"{image}@@{boot_off}", "::/overlays"],
                               check=True, capture_output=True, text=True, env=mtools).stdout
-    assert "ouro-pcm5122.dtbo" in overlays
-    # the HAT's overlay applies to the Pi 4's tree (libfdt, as the firmware does)
-    for name in ("bcm2711-rpi-4-b.dtb", "overlays/ouro-pcm5122.dtbo"):
+    assert "ouro-pcm5122.dtbo" in overlays and "ouro-spi0.dtbo" in overlays
+    assert "dtoverlay=ouro-spi0" in config
+    # the overlays apply to the Pi 4's tree (with libfdt, as the firmware applies them)
+    trees = ["bcm2711-rpi-4-b.dtb", "overlays/ouro-pcm5122.dtbo", "overlays/ouro-spi0.dtbo"]
+    for name in trees:
         subprocess.run(["mcopy", "-n", "-i", f"{image}@@{boot_off}", f"::/{name}",
                         str(tmp_path / Path(name).name)], check=True, env=mtools)
     merged = tmp_path / "merged.dtb"
-    subprocess.run(["fdtoverlay", "-i", str(tmp_path / "bcm2711-rpi-4-b.dtb"), "-o", str(merged),
-                    str(tmp_path / "ouro-pcm5122.dtbo")], check=True)
-    sound = subprocess.run(["fdtget", str(merged), "/sound", "compatible"], check=True,
-                           capture_output=True, text=True).stdout.strip()
-    assert sound == "simple-audio-card"
+    subprocess.run(["fdtoverlay", "-i", str(tmp_path / trees[0]), "-o", str(merged),
+                    *(str(tmp_path / Path(n).name) for n in trees[1:])], check=True)
+
+    def fdtget(node: str, prop: str) -> str:
+        return subprocess.run(["fdtget", str(merged), node, prop], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert fdtget("/sound", "compatible") == "simple-audio-card"
+    assert fdtget("/soc/spi@7e204000", "status") == "okay"
     # the root file system: arm64 binaries, the venv, units enabled
     root_off = parts[1]["start"] * 512
     root = tmp_path / "root.ext4"
