@@ -13,8 +13,11 @@ from __future__ import annotations
 import importlib
 import io
 import pickletools
+import time
 from pathlib import Path
 
+# a temporary cache file older than this is left from an interrupted write, not in progress
+STALE_TMP_S = 3600.0
 # the modules holding the engine's numba kernels (cache=True)
 JIT_MODULES = ("rtcore.kernels", "rtcore.sync", "rtcore.jackio", "rtcore.recorder")
 
@@ -51,8 +54,14 @@ def prune(dirs: set[Path] | list[Path]) -> list[str]:
         if not directory.is_dir():
             continue
         for leftover in sorted(directory.glob("*.nb[ic].tmp.*")):
-            leftover.unlink(missing_ok=True)
-            removed.append(f"{leftover}: an interrupted write, removed")
+            # another process may be writing this one right now: only old ones are litter
+            try:
+                age = time.time() - leftover.stat().st_mtime
+            except FileNotFoundError:
+                continue  # renamed into place meanwhile
+            if age > STALE_TMP_S:
+                leftover.unlink(missing_ok=True)
+                removed.append(f"{leftover}: an interrupted write, removed")
         for index in sorted(directory.glob("*.nbi")):
             base = index.name.removesuffix(".nbi")
             group = [index, *sorted(directory.glob(f"{base}.*.nbc"))]

@@ -4,14 +4,16 @@ files so the next call compiles again. Real numba, real cache files, fresh proce
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from rtcore.jitcache import JIT_MODULES, cache_dirs, prune
+from rtcore.jitcache import JIT_MODULES, STALE_TMP_S, cache_dirs, prune
 
 KERNELS = textwrap.dedent("""
     import numba
@@ -80,11 +82,18 @@ def test_a_damaged_data_file_and_leftover_temporaries_are_removed(
     data.write_bytes(data.read_bytes()[:-7])
     leftover = cache / (data.name + ".tmp.0123456789abcdef")
     leftover.write_bytes(b"\x80")
+    old = time.time() - 2 * STALE_TMP_S
+    os.utime(leftover, (old, old))
+    # a temporary file as fresh as another engine's write in progress stays
+    writing = cache / (data.name + ".tmp.fedcba9876543210")
+    writing.write_bytes(b"\x80")
     removed = prune([cache])
     assert len(removed) == 2, removed
     assert any("interrupted write" in line and leftover.name in line for line in removed)
     assert any(data.name in line for line in removed)
-    assert not leftover.exists() and not list(cache.glob("*plus_one*"))
+    assert not leftover.exists() and writing.exists()
+    writing.unlink()
+    assert not list(cache.glob("*plus_one*"))
     assert len(list(cache.glob("*twice*"))) == 2
     assert call(src).stdout.split() == ["42", "42"]
 
