@@ -94,10 +94,14 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
             for b in (True, False))
 
     try:
+        # the window once it is mapped (no window manager here: focusing a window that is
+        # not yet viewable fails, as it did once in CI)
         window = until(lambda: subprocess.run(
-            ["xdotool", "search", "--class", WINDOW_CLASS], env=env,
+            ["xdotool", "search", "--onlyvisible", "--class", WINDOW_CLASS], env=env,
             capture_output=True, text=True).stdout.split(), "no pedal window", 30)[0]
-        xdo("windowfocus", "--sync", window)
+        until(lambda: subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env,
+                                     capture_output=True, timeout=30).returncode == 0,
+              "the pedal window never took the keyboard focus")
         geometry = dict(line.split("=") for line in xdo("getwindowgeometry", "--shell",
                                                          window).split())
         left, top = int(geometry["X"]), int(geometry["Y"])

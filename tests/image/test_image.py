@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow, pytest.mark.image,
     pytest.mark.skipif(os.geteuid() != 0, reason="image/build needs root"),
-    pytest.mark.timeout(1800),
+    pytest.mark.timeout(2700),  # the arm64 build: about 12-18 min here, downloads included
 ]
 BOOT_TIMEOUT_S = 600  # TCG on two cores: the kernel, systemd, jackd and the engine
 GROW_MB = 256  # the "card" is this much bigger than the image: /data takes it at first boot
