@@ -153,8 +153,8 @@ class Build:
         missing = [t for t in tools if shutil.which(t) is None]
         if missing:
             raise BuildError(f"missing tools: {', '.join(missing)} (apt-get install mmdebstrap "
-                             f"e2fsprogs dosfstools mtools fdisk passwd proot "
-                             f"qemu-user-static device-tree-compiler)")
+                             f"e2fsprogs dosfstools mtools fdisk passwd eatmydata systemd "
+                             f"proot qemu-user-static device-tree-compiler)")
         if self.ssh_key is not None and not self.ssh_key.is_file():
             raise BuildError(f"--ssh-key {self.ssh_key}: no such file")
 
