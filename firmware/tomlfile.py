@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,16 +133,24 @@ def _resolve(parts: tuple[str, ...], arrays: dict[Key, int]) -> Key:
     return tuple(out)
 
 
-def _split_assignment(line: str) -> tuple[str, str, str]:
-    """``key = value`` split at the first ``=`` outside quotes."""
+def _unquoted(text: str) -> Iterator[tuple[int, str]]:
+    """The characters of ``text`` outside quoted strings (the quotes left out too), with
+    their positions."""
     quote = ""
-    for i, ch in enumerate(line):
+    for i, ch in enumerate(text):
         if quote:
             if ch == quote:
                 quote = ""
         elif ch in "\"'":
             quote = ch
-        elif ch == "=":
+        else:
+            yield i, ch
+
+
+def _split_assignment(line: str) -> tuple[str, str, str]:
+    """``key = value`` split at the first ``=`` outside quotes."""
+    for i, ch in _unquoted(line):
+        if ch == "=":
             return line[:i], "=", line[i + 1:]
     return line, "", ""
 
@@ -173,14 +182,8 @@ def _key_parts(text: str) -> tuple[str, ...] | None:
 def _brackets(text: str) -> int:
     """Opening minus closing brackets and braces outside strings and comments."""
     count = 0
-    quote = ""
-    for ch in text:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
+    for _, ch in _unquoted(text):
+        if ch == "#":
             break
         elif ch in "[{":
             count += 1

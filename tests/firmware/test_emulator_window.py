@@ -9,9 +9,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from firmware.display import WINDOW_CLASS
 from firmware.screen import View, render
 from rtcore.client import EngineClient, EngineProcess
 from rtcore.jackd import JackServer, unique_server_name
+from tests.rtcore.test_live import wait_until
 
 pytestmark = [pytest.mark.jack, pytest.mark.gui,
               pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
@@ -51,14 +51,6 @@ def engine(tmp_path: Path) -> Iterator[EngineProcess]:
     with JackServer(unique_server_name("test-window"), period_frames=256) as srv, \
             EngineProcess(srv.name, tmp_path / "data") as eng:
         yield eng
-
-
-def until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-    return value
 
 
 def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EngineProcess) -> None:
@@ -96,21 +88,25 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
     try:
         # the window once it is mapped (no window manager here: focusing a window that is
         # not yet viewable fails, as it did once in CI)
-        window = until(lambda: subprocess.run(
+        window = wait_until(lambda: subprocess.run(
             ["xdotool", "search", "--onlyvisible", "--class", WINDOW_CLASS], env=env,
-            capture_output=True, text=True).stdout.split(), "no pedal window", 30)[0]
-        until(lambda: subprocess.run(["xdotool", "windowfocus", "--sync", window], env=env,
-                                     capture_output=True, timeout=30).returncode == 0,
-              "the pedal window never took the keyboard focus")
+            capture_output=True, text=True).stdout.split(), 30,
+            describe=lambda: "no pedal window")[0]
+        wait_until(lambda: subprocess.run(["xdotool", "windowfocus", "--sync", window],
+                                          env=env, capture_output=True,
+                                          timeout=30).returncode == 0,
+                        describe=lambda: "the pedal window never took the keyboard focus")
         geometry = dict(line.split("=") for line in xdo("getwindowgeometry", "--shell",
                                                          window).split())
         left, top = int(geometry["X"]), int(geometry["Y"])
         # a tap of a: FS1 records (0,0); again: it plays and the selection moves to row 1
         press("a")
-        until(lambda: client.status()["cells"][0][0]["state"] == "recording", "no recording")
+        wait_until(lambda: client.status()["cells"][0][0]["state"] == "recording",
+                   describe=lambda: "no recording")
         time.sleep(1.2)
         press("a")
-        until(lambda: client.status()["selected"] == [0, 1], "the selection did not move")
+        wait_until(lambda: client.status()["selected"] == [0, 1],
+                   describe=lambda: "the selection did not move")
         assert client.status()["cells"][0][0]["state"] == "playing"
         # the window shows the pedal's frame for that status, pixel for pixel but for what
         # moves (the beat, the progress bars, the meter)
@@ -118,10 +114,12 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
         assert off_by("PLAY") < 0.04 * 128 * 64
         # f held down (a real hold, as long as the key is down): EDIT mode, on screen
         press("f", 1.0)
-        until(lambda: off_by("EDIT") < 0.04 * 128 * 64, "EDIT mode is not on screen", 5)
+        wait_until(lambda: off_by("EDIT") < 0.04 * 128 * 64, 5,
+                   describe=lambda: "EDIT mode is not on screen")
         # s held in EDIT mode: stop everything
         press("s", 1.0)
-        until(lambda: client.status()["cells"][0][0]["state"] == "idle", "s hold did not stop")
+        wait_until(lambda: client.status()["cells"][0][0]["state"] == "idle",
+                   describe=lambda: "s hold did not stop")
         # q quits the pedal; the engine goes on
         press("q")
         _, err = pedal.communicate(timeout=15)

@@ -287,18 +287,13 @@ def test_render_survives_random_damage_to_a_real_status() -> None:
     junk: list[Any] = [None, 0, -1, 1.5, float("nan"), "", "x", [], {}, [None], True]
 
     def damage(node: Any) -> None:
-        if isinstance(node, dict) and node:
-            key = rng.choice(sorted(node))
+        if isinstance(node, (dict, list)) and node:
+            key = (rng.choice(sorted(node)) if isinstance(node, dict)
+                   else rng.randrange(len(node)))
             if rng.random() < 0.5:
                 node[key] = rng.choice(junk)
             else:
                 damage(node[key])
-        elif isinstance(node, list) and node:
-            i = rng.randrange(len(node))
-            if rng.random() < 0.5:
-                node[i] = rng.choice(junk)
-            else:
-                damage(node[i])
 
     base = busy_status(0)
     for _ in range(300):
