@@ -226,8 +226,13 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
         # avahi publishes ouroboros.local: asked through nss-mdns, as any program on the
         # network's hosts would ask (QEMU's user network carries no multicast to this side)
         assert vm.serial.run("hostname")[1].strip() == "ouroboros"
-        rc = vm.serial.run("getent ahostsv4 ouroboros.local | head -n 1")
-        assert rc[0] == 0 and re.match(r"\d+\.\d+\.\d+\.\d+\s", rc[1]), rc
+        # (avahi probes the name before it publishes it: a few seconds after it starts)
+        deadline = time.monotonic() + 60
+        while not re.match(r"\d+\.\d+\.\d+\.\d+\s", (rc := vm.serial.run(
+                "getent ahostsv4 ouroboros.local | head -n 1"))[1]):
+            assert time.monotonic() < deadline, rc
+            time.sleep(2)
+        assert rc[0] == 0, rc
         assert vm.serial.run("getent ahostsv4 nosuchpedal.local")[0] != 0
         # a loop, recorded over OSC, saved
         vm.osc.command("record", 0, 0)
