@@ -418,23 +418,20 @@ def test_a_stalled_writer_never_blocks_the_producer(tmp_path: Path) -> None:
     x = signal_with_edges(200 * block, 2, 16, seed=7)
     a, b = np.ascontiguousarray(x[:, :1]), np.ascontiguousarray(x[:, 1:])
     results = []
-    slowest = 0.0
     for k in range(0, x.shape[0], block):
-        t0 = time.perf_counter()
         results.append(push2(rec.ring_array, rec.cursors, a[k:k + block], b[k:k + block],
                              block))
-        slowest = max(slowest, time.perf_counter() - t0)
-    t0 = time.perf_counter()
     assert not push_silence(rec.ring_array, rec.cursors, 50)
-    slowest = max(slowest, time.perf_counter() - t0)
     wrong = np.zeros((block, 2), np.float32)  # three channels for a two-channel ring
     assert not push2(rec.ring_array, rec.cursors, wrong, wrong[:, :1], block)
 
+    # every push returned while the writer slept through all of them (it wrote nothing
+    # yet): pushing never waits for the writer, on however busy a machine
+    st = rec.status()
+    assert st["frames_written"] == 0
     accepted = sum(results)
     assert accepted == RATE // block  # the ring holds one second: 80 blocks
     assert all(results[:accepted]) and not any(results[accepted:])
-    assert slowest < 0.005
-    st = rec.status()
     assert st["overruns"] == len(results) - accepted + 1
     assert st["dropped_frames"] == (len(results) - accepted) * block + 50
     assert st["ring_fill"] == 1.0
