@@ -188,6 +188,12 @@ class FrameClock:
         self.expected = (self.expected + max(missed, 0) + frames) & FRAME_MASK
         return missed
 
+    def event_list(self) -> list[list[int]]:
+        """The kept events as lists, oldest first, for a status document. Safe from another
+        thread while the audio thread appends: ``list()`` copies the deque in one step
+        under the GIL (iterating it in Python could see it change, and raise)."""
+        return [list(e) for e in list(self.events)]
+
 
 # ---------------------------------------------------------------------------- statistics
 
@@ -625,7 +631,7 @@ class JackHost:
             "late_frame_time_reads": self.clock.glitches,
             "frame_time_anomalies": self.clock.anomalies,
             "frame_time_resyncs": self.clock.resyncs,
-            "frame_time_events": [list(e) for e in self.clock.events],
+            "frame_time_events": self.clock.event_list(),
             "callback": self.stats.summary(period_us),
             "messages": list(self.messages),
         }
