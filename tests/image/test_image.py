@@ -6,14 +6,21 @@ disk), a loop recorded over OSC still there after the power is cut. The arm64 im
 too and checked without booting: partition table, boot files, config.txt, arm64 binaries,
 units enabled.
 
+A failed wait or check on the booted image says what it waited for, for how long, what it
+last saw, and how the machine was (``Machine.wait_for``, ``Machine.failure``,
+``Machine.report``): the serial console's last lines, the units' states and logs, QEMU's
+exit status and stderr (kept in a file in the test's tmp_path, beside the console's log).
+
 Set ``OURO_IMAGE_DIR`` to a directory holding ``amd64/`` and ``arm64/`` from earlier
 builds to test those instead of building (for working on the tests themselves).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import pprint
 import re
 import shutil
 import socket
@@ -21,9 +28,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -61,25 +68,27 @@ def build(arch: str, out: Path) -> Path:
     return out
 
 
+class NoAnswer(Exception):
+    """The root shell on the serial console did not finish a command in time."""
+
+    def __init__(self, command: str, timeout_s: float, partial: str):
+        super().__init__(f"no answer to {command!r} within {timeout_s:g} s")
+        self.command, self.timeout_s, self.partial = command, timeout_s, partial
+
+
 class Serial:
     """The guest's serial console over a TCP socket: everything it prints is kept; ``run``
     types a command into the root shell and returns its output and exit code."""
 
-    def __init__(self, port: int):
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "QEMU's serial port never opened"
-                time.sleep(0.2)
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
         self.sock.settimeout(None)
         self.text = ""
         self._lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # across reads
         while True:
             try:
                 data = self.sock.recv(65536)
@@ -88,9 +97,10 @@ class Serial:
             if not data:
                 return
             with self._lock:
-                self.text += data.decode(errors="replace")
+                self.text += utf8.decode(data)
 
     def run(self, command: str, timeout_s: float = 120) -> tuple[int, str]:
+        """The exit code and output of ``command``; raises NoAnswer after ``timeout_s``."""
         mark = uuid.uuid4().hex[:12]
         with self._lock:
             start = len(self.text)
@@ -100,50 +110,188 @@ class Serial:
         while True:
             with self._lock:
                 m = pattern.search(self.text, start)
+                partial = self.text[start:]
             if m:
                 return int(m.group(2)), m.group(1).replace("\r", "")
-            assert time.monotonic() < deadline, f"no answer to {command!r}:\n{self.tail()}"
+            if time.monotonic() >= deadline:
+                raise NoAnswer(command, timeout_s, partial)
             time.sleep(0.2)
 
-    def tail(self, n: int = 4000) -> str:
+    def lines(self, n: int) -> list[str]:
+        """The console's last ``n`` lines, without colours and carriage returns."""
         with self._lock:
-            return self.text[-n:]
+            text = self.text[-200 * n:]
+        return [ANSI.sub("", line).rstrip("\r") for line in text.split("\n")][-n:]
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            path.write_text(self.text)
 
     def close(self) -> None:
         self.sock.close()
 
 
-class Machine:
-    """The amd64 image booted in qemu-system-x86_64 (TCG): OSC on a forwarded UDP port."""
+class Explained(AssertionError):
+    """A failure whose message already says what failed and how the machine was."""
 
-    def __init__(self, image_dir: Path, disk: Path):
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+UNITS = ["jackd", "ouro-engine", "ouro-pedal", "ouro-grow-data", "ouro-cpu-performance",
+         "avahi-daemon", "systemd-networkd"]  # the units report() describes
+T = TypeVar("T")
+
+
+def shown(value: object, limit: int = 4000) -> str:
+    text = (value or "(nothing)") if isinstance(value, str) else pprint.pformat(value, width=100)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+class Machine:
+    """The amd64 image booted in qemu-system-x86_64 (TCG): OSC on a forwarded UDP port, the
+    root shell on the serial console.
+
+    Every wait goes through :meth:`wait_for` and every check's message through
+    :meth:`failure`, so that a failed test says what it waited for, for how long, what it
+    last saw, and how the machine was then (:meth:`report`): the console's last lines, the
+    units' states and logs as the guest's root shell tells them, QEMU's status and stderr.
+    """
+
+    def __init__(self, image_dir: Path, disk: Path, logs: Path, name: str = "boot"):
+        self.name = name
         self.osc_port = free_port(socket.SOCK_DGRAM)
         serial_port = free_port(socket.SOCK_STREAM)
         cmdline = (image_dir / "cmdline.txt").read_text().strip() if (
             image_dir / "cmdline.txt").exists() else ""
         append = cmdline or "console=ttyS0 root=LABEL=ouro-root ro rootwait"
-        self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1536",
-             "-nodefaults", "-display", "none", "-no-reboot",
-             "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
-             "-append", append,
-             "-drive", f"file={disk},format=raw,if=virtio,cache=writeback",
-             "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{self.osc_port}-:9951",
-             "-device", "virtio-net-pci,netdev=n0,romfile=",  # no iPXE ROM needed
-             "-serial", f"tcp:127.0.0.1:{serial_port},server=on,wait=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.serial = Serial(serial_port)
+        self.stderr_path = logs / f"qemu-{name}.stderr"
+        self.serial_log = logs / f"serial-{name}.log"
+        self.serial: Serial | None = None
         self.osc = EngineClient("127.0.0.1", self.osc_port)
+        self.started = time.monotonic()
+        with open(self.stderr_path, "wb") as stderr:  # a file: a full pipe would block QEMU
+            self.proc = subprocess.Popen(
+                ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+                 "-m", "1536", "-nodefaults", "-display", "none", "-no-reboot",
+                 "-kernel", str(image_dir / "vmlinuz"),
+                 "-initrd", str(image_dir / "initrd.img"), "-append", append,
+                 "-drive", f"file={disk},format=raw,if=virtio,cache=writeback",
+                 "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{self.osc_port}-:9951",
+                 "-device", "virtio-net-pci,netdev=n0,romfile=",  # no iPXE ROM needed
+                 "-serial", f"tcp:127.0.0.1:{serial_port},server=on,wait=off"],
+                stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            self.serial = Serial(self.wait_for(
+                f"QEMU's serial port (TCP 127.0.0.1:{serial_port}) to take a connection",
+                lambda: socket.create_connection(("127.0.0.1", serial_port), timeout=5),
+                lambda _: True, 30, every_s=0.2, retry_on=(OSError,)))
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_for(self, what: str, probe: Callable[[], T], done: Callable[[T], bool],
+                 timeout_s: float, *, every_s: float = 0.5, since: float | None = None,
+                 retry_on: tuple[type[Exception], ...] = ()) -> T:
+        """Calls ``probe`` until ``done`` says yes to what it returned, and returns that.
+        Fails, with what it last saw and :meth:`report`, when ``timeout_s`` (counted from
+        ``since``, default now) has passed, when QEMU exits, or when ``probe`` raises
+        anything but ``retry_on`` (which counts as not yet)."""
+        __tracebackhide__ = True
+        start = time.monotonic() if since is None else since
+        tries = 0
+        seen: object = "nothing yet"
+
+        def fail(why: str) -> Explained:
+            return Explained(self.failure(
+                what, seen, f"{why} after {time.monotonic() - start:.0f} s of the "
+                f"{timeout_s:g} s allowed (tries: {tries})"))
+
+        while True:
+            if self.proc.poll() is not None:
+                raise fail(f"QEMU exited (status {self.proc.returncode})")
+            tries += 1
+            try:
+                value = probe()
+            except Explained:
+                raise  # a run() that got no answer: already told, with a report
+            except retry_on as e:
+                seen = e
+            except Exception as e:
+                seen = e
+                raise fail(f"{type(e).__name__} raised") from e
+            else:
+                seen = value
+                if done(value):
+                    return value
+            if time.monotonic() - start >= timeout_s:
+                raise fail("gave up")
+            time.sleep(every_s)
+
+    def run(self, command: str, timeout_s: float = 120) -> tuple[int, str]:
+        """``command`` in the root shell on the serial console: exit code and output."""
+        __tracebackhide__ = True
+        assert self.serial is not None
+        try:
+            return self.serial.run(command, timeout_s)
+        except NoAnswer as e:
+            raise Explained(self.failure(
+                f"an answer to {command!r} from the root shell on the serial console",
+                e.partial, f"none after {timeout_s:g} s")) from None
+
+    def failure(self, what: str, seen: object, how: str = "") -> str:
+        """The message for a failed wait or check: what, for how long, what was seen last,
+        and :meth:`report`."""
+        return "\n".join([f"waiting for / checking: {what}", *([how] if how else []),
+                          f"last seen: {shown(seen)}", self.report()])
+
+    def report(self, shell_timeout_s: float = 15) -> str:
+        """How the machine is now: QEMU's status and stderr, the serial console's last 60
+        lines and, if the guest's root shell answers within ``shell_timeout_s``, the failed
+        units, the states of :data:`UNITS`, and the engine's and jackd's last log lines."""
+        age = time.monotonic() - self.started
+        rc = self.proc.poll()
+        out = [f"==== {self.name}: QEMU (pid {self.proc.pid}) "
+               + (f"running for {age:.0f} s" if rc is None
+                  else f"EXITED with status {rc} (launched {age:.0f} s ago)")]
+        try:
+            err = self.stderr_path.read_text(errors="replace").splitlines()[-30:]
+        except OSError as e:
+            err = [f"(unreadable: {e})"]
+        out += [f"---- QEMU stderr ({self.stderr_path}), last 30 lines:", *(err or ["(empty)"])]
+        if self.serial is None:
+            out.append("---- serial console: never connected")
+            return "\n".join(out)
+        out += [f"---- serial console, last 60 lines (all of it: {self.serial_log}):",
+                *(self.serial.lines(60) if self.serial.text else ["(nothing yet)"])]
+        if rc is not None:
+            out.append("---- root shell: not asked (QEMU exited)")
+            return "\n".join(out)
+        units = " ".join(UNITS)
+        for command in ["true",
+                        "systemctl --failed --no-pager --full",
+                        f"systemctl is-active {units}",
+                        "systemctl show --no-pager -p Id,ActiveState,SubState,NRestarts,"
+                        f"Result {units}",
+                        "journalctl -b -u ouro-engine -n 30 --no-pager -o short-monotonic",
+                        "journalctl -b -u jackd -n 30 --no-pager -o short-monotonic"]:
+            try:
+                code, text = self.serial.run(f"SYSTEMD_COLORS=0 {command}", shell_timeout_s)
+            except NoAnswer as e:
+                out += [f"---- root shell: no answer to {command!r} within "
+                        f"{shell_timeout_s:g} s; got: {shown(e.partial.strip(), 500)!r}"]
+                break
+            except OSError as e:
+                out.append(f"---- root shell: serial console unusable ({e})")
+                break
+            if command != "true":
+                out += [f"---- root shell: {command}  (exit {code})",
+                        ANSI.sub("", text).rstrip("\n")]
+        return "\n".join(out)
 
     def wait_engine(self) -> dict[str, Any]:
-        deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while True:
-            assert self.proc.poll() is None, f"QEMU exited:\n{self.serial.tail()}"
-            try:
-                return self.osc.status(timeout_s=2)
-            except EngineUnreachable:
-                assert time.monotonic() < deadline, \
-                    f"the engine never answered /ouro/status:\n{self.serial.tail()}"
+        return self.wait_for(
+            f"the engine to answer /ouro/status (OSC, UDP 127.0.0.1:{self.osc_port})",
+            self.osc.status, lambda _: True, BOOT_TIMEOUT_S, every_s=0,
+            retry_on=(EngineUnreachable,))
 
     def pull_the_plug(self) -> None:
         self.proc.kill()
@@ -154,7 +302,9 @@ class Machine:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
-        self.serial.close()
+        if self.serial is not None:
+            self.serial.close()
+            self.serial.save(self.serial_log)
         self.osc.close()
 
 
@@ -195,83 +345,96 @@ def sfdisk_json(image: Path) -> dict[str, Any]:
 
 
 def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_cut(
-        amd64: Path, disk: Path) -> None:
+        amd64: Path, disk: Path, tmp_path: Path) -> None:
     manifest = json.loads((amd64 / "manifest.json").read_text())
     data_mb = manifest["disk"]["partitions"]["data"]
-    vm = Machine(amd64, disk)
+    vm = Machine(amd64, disk, tmp_path, "boot1")
     try:
         st = vm.wait_engine()
-        assert st["jack"]["state"] == "running", st["jack"]
+        assert st["jack"]["state"] == "running", vm.failure("jackd running", st["jack"])
         # the services, through the serial console's root shell
         units = ["jackd", "ouro-engine", "ouro-pedal", "avahi-daemon", "systemd-networkd",
                  "ouro-grow-data", "ouro-cpu-performance"]
-        deadline = time.monotonic() + 120
-        while (rc := vm.serial.run(f"systemctl is-active {' '.join(units)}"))[0] != 0:
-            assert time.monotonic() < deadline, rc
-            time.sleep(2)
-        assert rc[1].split() == ["active"] * len(units), rc
-        rc = vm.serial.run("systemctl --failed --no-legend --plain | wc -l")
-        assert rc == (0, "0\n"), vm.serial.run("systemctl --failed")
+        rc = vm.wait_for(f"`systemctl is-active {' '.join(units)}` to exit 0",
+                         lambda: vm.run(f"systemctl is-active {' '.join(units)}"),
+                         lambda rc: rc[0] == 0, 120, every_s=2)
+        assert rc[1].split() == ["active"] * len(units), vm.failure("all units active", rc)
+        rc = vm.run("systemctl --failed --no-legend --plain | wc -l")
+        assert rc == (0, "0\n"), vm.failure("no failed units", rc)
         # ssh is off unless a key was given at build time
-        assert vm.serial.run("systemctl is-enabled ssh")[1].strip() == "disabled"
+        rc = vm.run("systemctl is-enabled ssh")
+        assert rc[1].strip() == "disabled", vm.failure("ssh disabled", rc)
         # the pedal runs headless here (no GPIO in QEMU), as the pedal service's log says
-        rc = vm.serial.run("journalctl -b -u ouro-pedal --no-pager | tail -n 5")
-        assert "headless" in rc[1], rc
+        rc = vm.run("journalctl -b -u ouro-pedal --no-pager | tail -n 5")
+        assert "headless" in rc[1], vm.failure("'headless' in the pedal's log", rc)
         # / is read-only, /data is writable and took the rest of the disk
-        assert vm.serial.run("findmnt -n -o OPTIONS /")[1].split(",")[0] == "ro"
-        assert vm.serial.run("touch /probe")[0] != 0
-        assert vm.serial.run("touch /data/probe && rm /data/probe")[0] == 0
-        size = int(vm.serial.run("df -B1M --output=size /data | tail -n 1")[1])
-        assert size > data_mb + GROW_MB * 0.8, size
+        rc = vm.run("findmnt -n -o OPTIONS /")
+        assert rc[1].split(",")[0] == "ro", vm.failure("/ mounted read-only", rc)
+        rc = vm.run("touch /probe")
+        assert rc[0] != 0, vm.failure("/ refusing a write", rc)
+        rc = vm.run("touch /data/probe && rm /data/probe")
+        assert rc[0] == 0, vm.failure("/data taking a write", rc)
+        rc = vm.run("df -B1M --output=size /data | tail -n 1")
+        size = int(rc[1]) if rc[1].strip().isdigit() else None
+        assert size is not None and size > data_mb + GROW_MB * 0.8, vm.failure(
+            f"/data grown to more than {data_mb} + 0.8 * {GROW_MB} MiB", rc)
         # avahi publishes ouroboros.local: asked through nss-mdns, as any program on the
         # network's hosts would ask (QEMU's user network carries no multicast to this side)
-        assert vm.serial.run("hostname")[1].strip() == "ouroboros"
+        rc = vm.run("hostname")
+        assert rc[1].strip() == "ouroboros", vm.failure("the hostname ouroboros", rc)
         # (avahi probes the name before it publishes it: a few seconds after it starts)
-        deadline = time.monotonic() + 60
-        while not re.match(r"\d+\.\d+\.\d+\.\d+\s", (rc := vm.serial.run(
-                "getent ahostsv4 ouroboros.local | head -n 1"))[1]):
-            assert time.monotonic() < deadline, rc
-            time.sleep(2)
-        assert rc[0] == 0, rc
-        assert vm.serial.run("getent ahostsv4 nosuchpedal.local")[0] != 0
+        rc = vm.wait_for("ouroboros.local to resolve through nss-mdns",
+                         lambda: vm.run("getent ahostsv4 ouroboros.local | head -n 1"),
+                         lambda rc: bool(re.match(r"\d+\.\d+\.\d+\.\d+\s", rc[1])), 60,
+                         every_s=2)
+        assert rc[0] == 0, vm.failure("getent ahostsv4 ouroboros.local exiting 0", rc)
+        rc = vm.run("getent ahostsv4 nosuchpedal.local")
+        assert rc[0] != 0, vm.failure("nosuchpedal.local not resolving", rc)
         # a loop, recorded over OSC, saved
         vm.osc.command("record", 0, 0)
-        deadline = time.monotonic() + 60
-        while vm.osc.status()["cells"][0][0]["state"] != "recording":
-            assert time.monotonic() < deadline, "no recording"
-            time.sleep(0.2)
+        asked = time.monotonic()
+        vm.wait_for("cell 0,0 recording after /ouro/record 0 0",
+                    lambda: vm.osc.status()["cells"][0][0], lambda c: c["state"] == "recording",
+                    60, every_s=0.2, since=asked)
         time.sleep(2.0)
         vm.osc.command("record", 0, 0)
-        while (cell := vm.osc.status()["cells"][0][0])["crc32"] is None:
-            assert time.monotonic() < deadline + 60, cell
-            time.sleep(0.5)
-        while vm.osc.status()["session"]["problem"] is not None or vm.serial.run(
-                "grep -c '\"takes\"' /data/ouroboros/session/session.json")[0] != 0:
-            assert time.monotonic() < deadline + 120, vm.osc.status()["session"]
-            time.sleep(0.5)
-        rc = vm.serial.run("python3 -c \"import json; print(len(json.load(open("
-                           "'/data/ouroboros/session/session.json'))['takes']))\"")
-        assert rc == (0, "1\n"), rc
+        cell = vm.wait_for("cell 0,0 holding a loop (a crc32) after the second /ouro/record",
+                           lambda: vm.osc.status()["cells"][0][0],
+                           lambda c: c["crc32"] is not None, 120, every_s=0.5, since=asked)
+        vm.wait_for(
+            "the session saved: no session problem, and \"takes\" in session.json",
+            lambda: (vm.osc.status()["session"], vm.run(
+                "grep -c '\"takes\"' /data/ouroboros/session/session.json")),
+            lambda seen: seen[0]["problem"] is None and seen[1][0] == 0, 180, every_s=0.5,
+            since=asked)
+        rc = vm.run("python3 -c \"import json; print(len(json.load(open("
+                    "'/data/ouroboros/session/session.json'))['takes']))\"")
+        assert rc == (0, "1\n"), vm.failure("one take in session.json", rc)
         # numba's kernel cache lives on /data too: damage one file the way a power cut can
         # (cut short, and on disk), and the engine must still come up after the cut
-        rc = vm.serial.run("f=$(find /data/ouroboros/cache/numba -name '*.nbi' | head -n 1); "
-                           "test -n \"$f\" && truncate -s 3 \"$f\" && sync && echo \"$f\"")
-        assert rc[0] == 0, rc
+        rc = vm.run("f=$(find /data/ouroboros/cache/numba -name '*.nbi' | head -n 1); "
+                    "test -n \"$f\" && truncate -s 3 \"$f\" && sync && echo \"$f\"")
+        assert rc[0] == 0, vm.failure("a numba cache index to damage", rc)
         damaged = Path(rc[1].strip()).name
     finally:
         vm.pull_the_plug()  # the power, cut: no shutdown, no sync
-    again = Machine(amd64, disk)
+    again = Machine(amd64, disk, tmp_path, "boot2")
     try:
         st = again.wait_engine()
         now = st["cells"][0][0]
-        assert now["crc32"] == cell["crc32"], (now, cell)
-        assert now["length_frames"] == cell["length_frames"]
-        assert st["session"]["restored"]["problems"] == [], st["session"]
-        rc = again.serial.run("findmnt -n -o OPTIONS /")
-        assert rc[1].startswith("ro"), rc
-        rc = again.serial.run("journalctl -b -u ouro-engine --no-pager | grep -c 'damaged "
-                              f"compiled-kernel cache removed ({damaged}'")
-        assert rc == (0, "1\n"), (rc, again.serial.run("journalctl -b -u ouro-engine")[1])
+        assert now["crc32"] == cell["crc32"], again.failure(
+            f"cell 0,0's crc32 {cell['crc32']} after the power cut", now)
+        assert now["length_frames"] == cell["length_frames"], again.failure(
+            f"cell 0,0's length {cell['length_frames']} after the power cut", now)
+        assert st["session"]["restored"]["problems"] == [], again.failure(
+            "the session restored without problems", st["session"])
+        rc = again.run("findmnt -n -o OPTIONS /")
+        assert rc[1].startswith("ro"), again.failure("/ mounted read-only", rc)
+        rc = again.run("journalctl -b -u ouro-engine --no-pager | grep -c 'damaged "
+                       f"compiled-kernel cache removed ({damaged}'")
+        assert rc == (0, "1\n"), again.failure(
+            f"the engine's log telling once that it removed the damaged {damaged}",
+            (rc, again.run("journalctl -b -u ouro-engine --no-pager")[1]))
     finally:
         again.close()
 
