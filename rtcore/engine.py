@@ -903,7 +903,8 @@ class Engine:
         """No loops: the tempo is free, so the next beat goes where the fit puts it."""
         fol = self.follower
         spb = fol.period * TICKS_PER_BEAT
-        if not TEMPO_MIN_BPM <= self.sample_rate * 60.0 / spb <= TEMPO_MAX_BPM:
+        # no period (ticks that arrived together, at one frame, make a flat fit): no tempo
+        if spb <= 0.0 or not TEMPO_MIN_BPM <= self.sample_rate * 60.0 / spb <= TEMPO_MAX_BPM:
             return
         k = self.next_beat
         at = fol.frame_of(self.ext_song_tick0 + (k - self.ext_origin_beat) * TICKS_PER_BEAT)
