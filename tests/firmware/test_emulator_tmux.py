@@ -19,6 +19,7 @@ from firmware.display import decode_asciiblock
 from firmware.screen import View, render
 from rtcore.client import EngineClient, EngineProcess
 from rtcore.jackd import JackServer, unique_server_name
+from tests.rtcore.test_live import wait_until
 
 pytestmark = [pytest.mark.jack,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
@@ -78,19 +79,27 @@ def test_keys_drive_the_engine_and_the_screen_shows_it(engine: EngineProcess,
             assert time.monotonic() < deadline + 5, st["selected"]
             time.sleep(0.05)
         assert st["cells"][0][0]["state"] == "playing"
-        # the screen in the pane is the pedal's frame for that status: compare with a
-        # render of it, and check it is far from the frame of an empty matrix
-        time.sleep(0.5)
-        status = client.status()
-        lines = pane(session, colours=True).splitlines()[:SCREEN_ROWS]
-        shown = decode_asciiblock("\n".join(lines), 128, 64)
-        near = min(differing(shown, render(View(status=status, selected=(0, 1),
-                                                mode="PLAY", blink=b))) for b in (True, False))
-        empty = {**status, "cells": [[{**c, "state": "empty", "next_state": "empty"}
-                                      for c in col] for col in status["cells"]]}
-        far = differing(shown, render(View(status=empty, selected=(0, 1), mode="PLAY")))
+        # the screen in the pane comes to be the pedal's frame for the status: compare with
+        # a render of the status read just before the pane, and check it is far from the
+        # frame of an empty matrix
+        looks: list[tuple[int, int]] = []
+
+        def look() -> tuple[int, int]:
+            status = client.status()
+            lines = pane(session, colours=True).splitlines()[:SCREEN_ROWS]
+            shown = decode_asciiblock("\n".join(lines), 128, 64)
+            near = min(differing(shown, render(View(status=status, selected=(0, 1),
+                                                    mode="PLAY", blink=b)))
+                       for b in (True, False))
+            empty = {**status, "cells": [[{**c, "state": "empty", "next_state": "empty"}
+                                          for c in col] for col in status["cells"]]}
+            far = differing(shown, render(View(status=empty, selected=(0, 1), mode="PLAY")))
+            looks.append((near, far))
+            return near, far
+
         # what moves between the two moments: the beat, the progress bars, the meter
-        assert near < 0.04 * 128 * 64, near
+        near, far = wait_until(lambda: (nf := look())[0] < 0.04 * 128 * 64 and nf, 10,
+                               step_s=0.2, describe=lambda: f"(near, far) pixels {looks[-5:]}")
         assert far > near, (far, near)
         # q quits the pedal (the engine stays)
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)

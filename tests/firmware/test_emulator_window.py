@@ -1,6 +1,12 @@
 """The desktop pedal in a window: ``ouro pedal --emulate window`` on an X server (Xvfb),
 keys pressed and held in the window with XTEST (xdotool), the window's pixels read back,
-and a real engine on ``jackd -d dummy`` receiving the commands."""
+and a real engine on ``jackd -d dummy`` receiving the commands.
+
+A key is a switch held down as long as the key is: a tap the test means must not stay
+down past the hold time, which on a busy machine (xdotool is a process per key) it might.
+Each tap's longest possible time down is measured; when a check fails after a tap that may
+have been a hold, the test is skipped naming it, not failed.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import pytest
 from PIL import Image, ImageGrab
 
 from firmware.display import WINDOW_CLASS
+from firmware.keymap import default_keymap
 from firmware.screen import View, render
 from rtcore.client import EngineClient, EngineProcess
 from rtcore.jackd import JackServer, unique_server_name
@@ -66,10 +73,22 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
         return subprocess.run(["xdotool", *args], env=env, check=True, capture_output=True,
                               text=True, timeout=30).stdout
 
+    def windows() -> list[str]:
+        return subprocess.run(["xdotool", "search", "--name", ".*"], env=env,
+                              capture_output=True, text=True).stdout.split()
+
+    hold_time_s = default_keymap().hold_time_s
+    untimely: list[str] = []  # taps that may have been held past the hold time
+
     def press(key: str, seconds: float = 0.06) -> None:
+        t0 = time.monotonic()
         xdo("keydown", key)
         time.sleep(seconds)
         xdo("keyup", key)
+        longest = time.monotonic() - t0  # from before the key went down to after it rose
+        if key != "q" and seconds < hold_time_s <= longest:
+            untimely.append(f"a tap of {key!r} may have been down {longest:.2f} s (the hold "
+                            f"time is {hold_time_s:g} s)")
 
     def shown() -> Image.Image:
         """The OLED as the window shows it: its 512x256 pixels, one in 4x4."""
@@ -91,7 +110,9 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
         window = wait_until(lambda: subprocess.run(
             ["xdotool", "search", "--onlyvisible", "--class", WINDOW_CLASS], env=env,
             capture_output=True, text=True).stdout.split(), 30,
-            describe=lambda: "no pedal window")[0]
+            describe=lambda: f"no pedal window; the pedal "
+                             f"{'runs' if pedal.poll() is None else f'exited {pedal.returncode}'}"
+                             f", X windows: {windows()}")[0]
         wait_until(lambda: subprocess.run(["xdotool", "windowfocus", "--sync", window],
                                           env=env, capture_output=True,
                                           timeout=30).returncode == 0,
@@ -108,10 +129,10 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
         wait_until(lambda: client.status()["selected"] == [0, 1],
                    describe=lambda: "the selection did not move")
         assert client.status()["cells"][0][0]["state"] == "playing"
-        # the window shows the pedal's frame for that status, pixel for pixel but for what
-        # moves (the beat, the progress bars, the meter)
-        time.sleep(0.5)
-        assert off_by("PLAY") < 0.04 * 128 * 64
+        # the window comes to show the pedal's frame for the status, pixel for pixel but for
+        # what moves (the beat, the progress bars, the meter)
+        wait_until(lambda: off_by("PLAY") < 0.04 * 128 * 64, 10,
+                   describe=lambda: f"{off_by('PLAY')} pixels differ")
         # f held down (a real hold, as long as the key is down): EDIT mode, on screen
         press("f", 1.0)
         wait_until(lambda: off_by("EDIT") < 0.04 * 128 * 64, 5,
@@ -126,8 +147,16 @@ def test_keys_in_the_window_are_the_footswitches(xserver: str, engine: EnginePro
         assert pedal.returncode == 0, err
         assert "emulated (window)" in err and "6 gestures" in err, err
         assert client.status()["cells"][0][0]["state"] == "idle"
+    except AssertionError as exc:
+        if not untimely:
+            raise
+        first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        pytest.skip(f"the test could not make its taps on this busy machine: "
+                    f"{'; '.join(untimely)} ({first_line[:300]})")
     finally:
         if pedal.poll() is None:
             pedal.terminate()
-            pedal.communicate(timeout=10)
+        if pedal.stderr is not None and not pedal.stderr.closed:
+            _, err = pedal.communicate(timeout=10)
+            print(f"the pedal (exit {pedal.returncode}) said:\n{err}")  # shown on failure
         client.close()

@@ -1,6 +1,13 @@
 """The pedal against a real engine: gpiozero's mock pins in, a real ``ouro engine`` on
 ``jackd -d dummy`` receiving the commands, the status coming back by subscription; the
-engine killed and restarted under the pedal."""
+engine killed and restarted under the pedal.
+
+The switches' gestures are timed on a clock the test moves (:class:`SwitchClock`): what a
+press is (a tap, a double, a hold) is tested without clocks in tests/firmware/test_gestures.py,
+and here it must not depend on how promptly a busy machine runs the test's thread (a tap
+held down 0.6 s by a stalled thread is a hold). Everything else runs in real time, and the
+test waits for what it expects to see rather than sleeping a fixed time.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +31,19 @@ from rtcore.jackd import JackServer, unique_server_name
 from tests.rtcore.test_live import wait_until
 
 pytestmark = pytest.mark.jack
+
+
+class SwitchClock:
+    """The controls' clock, moved by the test alone (read by the frame loop's thread)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 10.0, what: str = "") -> Any:
@@ -52,9 +72,10 @@ class PedalRig:
         self.display = Display(dummy_display())
         self.pedal = Pedal(self.link, km, screen=self.display, data_dir=data)
         self.link.on_error = self.pedal.on_error
+        self.clock = SwitchClock()
         self.controls = Controls(builtin_pinmap("rpi4"), self.pedal.on_gesture,
                                  hold_time_s=km.hold_time_s, double_tap_s=km.double_tap_s,
-                                 pin_factory=mock_factory())
+                                 pin_factory=mock_factory(), clock=self.clock)
         self.pedal.set_led = self.controls.set_led
         self.stop = threading.Event()
         self.frames = threading.Thread(target=run_frames, args=(
@@ -66,14 +87,27 @@ class PedalRig:
         for i in (1, 2):
             self.player.connect(f"player:out_{i}", f"ouroboros:in_{i}")
 
-    def tap(self, switch: str, down_s: float = 0.05) -> None:
+    def tap(self, switch: str, down_s: float = 0.05, then_s: float = 0.35) -> None:
+        """Press (the tap acts at once, in this thread), release ``down_s`` later on the
+        switches' clock, which then moves on ``then_s``: by default past the double-tap
+        window, so that the next press is a new tap."""
         self.controls.drive(switch, True)
-        time.sleep(down_s)
+        self.clock.advance(down_s)
         self.controls.drive(switch, False)
-        time.sleep(0.35)  # past the double-tap window: the next press is a new tap
+        self.clock.advance(then_s)
 
     def hold(self, switch: str) -> None:
+        """A press held past the hold time: the hold comes from the frame loop's thread, or
+        from the release if that came first; either way it has acted when this returns."""
+        gestures = self.pedal.gestures
         self.tap(switch, down_s=0.8)
+        wait_for(lambda: self.pedal.gestures >= gestures + 2, what=f"{switch}'s hold")
+
+    def select(self, c: int, r: int) -> None:
+        """Select a cell from the pedal and wait for the engine to show it: until then the
+        pedal would take the engine's older selection back after half a second."""
+        self.pedal.select(c, r)
+        wait_for(lambda: self.engine_selected() == (c, r), what=f"the selection of {(c, r)}")
 
     def cell(self, c: int, r: int) -> dict[str, Any]:
         status = self.link.status
@@ -109,7 +143,7 @@ def test_four_switches_run_a_session_on_the_real_engine(server: JackServer,
         # the selection moved to the next empty row, in the pedal and in the engine
         wait_for(lambda: rig.pedal.selected == (0, 1), what="selection to row 1")
         wait_for(lambda: rig.engine_selected() == (0, 1), what="the engine's selection")
-        assert rig.controls.led_value("play") == 1.0
+        wait_for(lambda: rig.controls.led_value("play") == 1.0, what="the PLAY LED")
         # a layer: FS1 again records row 1 for the column's length, then it plays
         rig.tap("fs1")
         wait_for(lambda: rig.cell(0, 1)["state"] == "recording", what="layer recording")
@@ -118,18 +152,15 @@ def test_four_switches_run_a_session_on_the_real_engine(server: JackServer,
         # FS4 tap: next row; FS4 double: next column (its first empty row)
         rig.tap("fs4")
         wait_for(lambda: rig.engine_selected() == (0, 3), what="next row")
-        rig.controls.drive("fs4", True)
-        rig.controls.drive("fs4", False)
-        time.sleep(0.1)
+        rig.tap("fs4", then_s=0.05)
         rig.tap("fs4")  # the second press inside the window: a double
         wait_for(lambda: rig.engine_selected() == (1, 0), what="next column")
         # back to (0, 1) with the encoder... there is none on rpi4: walk with FS4
-        rig.pedal.select(0, 1)
+        rig.select(0, 1)
         # FS3 tap: undo on (0, 1) takes the layer away; FS3 hold: clear (0, 0)
         rig.tap("fs3")
         wait_for(lambda: rig.cell(0, 1)["state"] == "empty", what="undo")
-        rig.pedal.select(0, 0)
-        time.sleep(0.1)
+        rig.select(0, 0)
         # FS2 tap toggles (0, 0): stop, then play again
         rig.tap("fs2")
         wait_for(lambda: rig.cell(0, 0)["state"] == "idle", what="stopped")

@@ -8,7 +8,15 @@ the offline tests (tests/rtcore/test_engine_midi.py) check frame by frame is che
 on the real thing. A cycle missed by the engine or the test client (an xrun on this busy
 machine) loses MIDI, as it would on stage: an attempt with missed cycles whose checks fail
 is done again with a fresh engine, and skipped, with the reasons, when every attempt was
-disturbed.
+disturbed. A failed check in an attempt without any missed cycle fails the test, and so
+does an error in the engine's process callback, busy machine or not: the callback must
+never raise, whatever reaches it.
+
+Missed cycles are counted from evidence only: the engine's frame time anomalies and xruns,
+the server's xruns, the test client's frame time anomalies, late and refused events. They
+are read before the first judged event and again after the last one, a few periods later
+and past the engine's status cache (10 ms), so that a miss that touched the judged data is
+always in the count.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import pytest
 from rtcore.client import EngineClient
 from rtcore.host import MidiTestClient, XrunCounter
 from rtcore.jackd import JackServer, unique_server_name
+from rtcore.osc import STATUS_CACHE_S
 from rtcore.sync import CLOCK, CONTINUE, SONG_POSITION, START, STOP, song_position_bytes
 from tests.rtcore.test_live import EngineRig, wait_until
 
@@ -36,6 +45,10 @@ SR = 48000
 SPB = 24000  # 120 BPM
 MASK = 0xFFFFFFFF
 TESTER = "midi-tester"
+# how long after the last judged event the misses are counted: JACK reports xruns from
+# another thread, a missed cycle shows in a frame clock at the next cycle, and the engine's
+# status is cached
+SETTLE_S = 0.1
 
 
 def engine_config(**engine: Any) -> str:
@@ -72,6 +85,7 @@ class MidiRig(EngineRig):
                                for k, v in want.items()), 10,
                    describe=lambda: self.status()["jack"]["connections"])
         self.trouble0 = 0
+        self.late_looks = 0  # checks the test itself made too late to judge (see trouble)
         self.mark()
 
     @property
@@ -79,29 +93,53 @@ class MidiRig(EngineRig):
         assert self.midi is not None
         return self.midi
 
+    def fresh_status(self) -> dict[str, Any]:
+        """The engine's status built after this call began (past the status cache)."""
+        time.sleep(2 * STATUS_CACHE_S)
+        return self.status()
+
     def trouble(self) -> int:
-        """Missed or late cycles anywhere, and MIDI the test client wrote late: a window
-        with any of them is not judged (see the module docstring)."""
-        st = self.status()
+        """Missed or late cycles anywhere, MIDI the test client wrote late or JACK refused,
+        and looks the test took too late to judge what it looked at (``late_looks``, set
+        by a scenario from the frame numbers it saw): a window with any of them is not
+        judged (see the module docstring). The engine's part is read fresh."""
+        st = self.fresh_status()
         m = self.tester
         return (st["jack"]["frame_time_anomalies"] + st["xruns"] + st["jack"]["xruns_reported"]
-                + m.clock.anomalies + m.xruns + m.late + m.write_errors)
+                + m.clock.anomalies + m.xruns + m.late + m.write_errors + self.late_looks)
 
     def mark(self) -> None:
         """The judged window starts now: missed cycles before it (a client joining the
-        graph often costs one) are not held against it."""
+        graph often costs one) are not held against it. Call it before the first event
+        that is judged is taken (before clearing what was received, say)."""
         self.trouble0 = self.trouble()
 
     def disturbed(self) -> int:
+        """Misses since :meth:`mark`, counted a few periods after the last judged event."""
+        time.sleep(SETTLE_S)
         return self.trouble() - self.trouble0
+
+    def check_callback(self, failure: BaseException | None = None) -> None:
+        """No error in the engine's process callback, ever: missed cycles excuse wrong
+        timing, not an exception in the audio thread."""
+        cb = self.fresh_status()["callback"]
+        if cb["errors"]:
+            raise AssertionError(f"the engine's process callback raised {cb['errors']} "
+                                 f"time(s), the last {cb['last_error']!r}; "
+                                 f"{self.diagnosis()}") from failure
 
     def diagnosis(self) -> str:
         st = self.status()
         m = self.tester
-        return (f"engine xruns {st['xruns']}, server xruns {st['jack']['xruns_reported']}, "
-                f"engine frame time events {st['jack']['frame_time_events']}, callback errors "
-                f"{st['callback']['errors']} {st['callback']['last_error']!r}; test client: "
-                f"frame time events {list(m.clock.events)}, late events {m.late}")
+        jk = st["jack"]
+        return (f"engine xruns {st['xruns']} ({st['missed_frames']} frames missed), server "
+                f"xruns {jk['xruns_reported']}, engine frame time anomalies "
+                f"{jk['frame_time_anomalies']}, the last as (read, expected, gap) "
+                f"{jk['frame_time_events']}, callback errors {st['callback']['errors']} "
+                f"{st['callback']['last_error']!r}; test client: frame time anomalies "
+                f"{m.clock.anomalies}, the last {list(m.clock.events)}, xruns seen {m.xruns}, "
+                f"late events {m.late}, refused events {m.write_errors}; checks made too "
+                f"late {self.late_looks}")
 
     def to_frame_time(self, engine_frame: int, origin: int) -> int:
         return (origin + engine_frame) & MASK
@@ -115,18 +153,25 @@ class MidiRig(EngineRig):
 
 
 def judged(server: JackServer, tmp_path: Path, scenario: Callable[[MidiRig], None], *,
-           config: str, send: bool = False, listen: bool = False, tries: int = 3) -> None:
+           config: str, send: bool = False, listen: bool = False, tries: int = 3,
+           after_each: Callable[[], None] | None = None) -> None:
     """Run ``scenario`` on a fresh rig; a failure in an attempt with missed cycles is not
-    judged: the scenario runs again, and the test is skipped when every attempt had them."""
-    reasons = []
+    judged: the scenario runs again, and the test is skipped when every attempt had them.
+    A failure in an attempt without any fails the test. ``after_each`` runs after each
+    attempt's rig is closed (to undo what the scenario did to the shared server)."""
+    reasons: list[str] = []
     for attempt in range(tries):
         rig = MidiRig(server.name, tmp_path / f"try{attempt}", config, send=send,
                       listen=listen)
         try:
             try:
                 scenario(rig)
+                rig.check_callback()
+                if reasons:
+                    print(f"judged on attempt {attempt}; before: {'; '.join(reasons)}")
                 return
             except AssertionError as exc:
+                rig.check_callback(exc)
                 disturbed = rig.disturbed()
                 if not disturbed:
                     raise
@@ -135,6 +180,8 @@ def judged(server: JackServer, tmp_path: Path, scenario: Callable[[MidiRig], Non
                                f"({first_line[:200]}); {rig.diagnosis()}")
         finally:
             rig.close()
+            if after_each is not None:
+                after_each()
     pytest.skip("every attempt had missed cycles (machine too busy to judge): "
                 + "; ".join(reasons))
 
@@ -164,8 +211,8 @@ def test_clock_out_ticks_start_and_stop_land_on_their_exact_frames(server: JackS
         assert st["tempo"] == 90.0 and st["midi"]["clock_out"]["on"] is True
         origin = st["jack"]["frame_time_origin"]
         wait_until(lambda: len(m.received) >= 10, 5)  # the clock runs before any loop
+        rig.mark()  # before the first judged event: a miss just before it is counted
         m.received.clear()
-        rig.mark()
         rig.command("record", 0, 0)
         wait_until(lambda: cell(rig.status(), 0, 0)["state"] == "recording")
         time.sleep(2 * spb / SR - 0.2)
@@ -230,13 +277,20 @@ def test_clock_out_stays_on_its_frames_when_the_jack_period_grows(server: JackSe
 
     def scenario(rig: MidiRig) -> None:
         m = rig.tester
+        assert rig.status()["jack"]["blocksize"] == 256  # the engine's block size
         wait_until(lambda: len(m.received) >= 10, 5)
         m.set_blocksize(1024)
-        wait_until(lambda: rig.status()["jack"]["blocksize"] == 1024)
-        time.sleep(0.3)  # the engine has resynced its frame count to the new cycle
-        origin = rig.status()["jack"]["frame_time_origin"]
-        m.received.clear()
+        grown = wait_until(lambda: (s := rig.status())["jack"]["blocksize"] == 1024 and s)
+        cycles = m.cycles
+        # the engine has run cycles of 1024 since (it resyncs its frame count to JACK's at
+        # the first), and the test client's frame clock has followed the new period
+        wait_until(lambda: rig.fresh_status()["frame"] >= grown["frame"] + 4 * 1024
+                   and m.cycles >= cycles + 4 and not m.clock.suspect and not m.clock.behind,
+                   describe=lambda: (rig.status()["frame"], grown["frame"], m.cycles, cycles,
+                                     list(m.clock.events)))
+        origin = rig.fresh_status()["jack"]["frame_time_origin"]
         rig.mark()
+        m.received.clear()
         time.sleep(1.5)
         events = list(m.received)
         assert rig.status()["jack"]["frame_time_origin"] == origin
@@ -250,27 +304,71 @@ def test_clock_out_stays_on_its_frames_when_the_jack_period_grows(server: JackSe
         # ticks fall in every quarter of the 1024-frame cycles, not only at their starts
         assert {(f + origin) % 1024 // 256 for f in frames} == {0, 1, 2, 3}
 
-    try:
-        judged(server, tmp_path, scenario,
-               config=engine_config(clock_out=True, tempo_bpm=90.0), listen=True)
-    finally:  # the server is shared by the module's tests
-        restore = XrunCounter(server.name, "period-restore")
-        restore.set_blocksize(256)
-        restore.close()
+    def restore() -> None:  # every attempt, and the module's other tests, start at 256
+        counter = XrunCounter(server.name, "period-restore")
+        counter.set_blocksize(256)
+        counter.close()
+
+    judged(server, tmp_path, scenario, config=engine_config(clock_out=True, tempo_bpm=90.0),
+           listen=True, after_each=restore)
 
 
-class OtherXrun(Exception):
-    """An xrun the test did not make."""
+class Misses:
+    """The counts of missed cycles in a rig at one moment, to tell afterwards whether
+    anything besides one xrun made by the test happened (see :meth:`besides_one_gap`)."""
+
+    def __init__(self, rig: MidiRig):
+        st = rig.fresh_status()
+        m = rig.tester
+        self.xruns: int = st["xruns"]
+        self.missed_frames: int = st["missed_frames"]
+        self.engine: int = st["jack"]["frame_time_anomalies"]
+        self.client = m.clock.anomalies
+        self.writes = m.late + m.write_errors
+
+    def besides_one_gap(self, rig: MidiRig) -> str:
+        """What else missed cycles since, besides one gap: the engine's one xrun, and in
+        the engine's frame clock and the test client's each the gap's two reads (the jump,
+        then the next cycle confirming it, one period later). Empty when nothing else did;
+        read a few periods after the last judged event."""
+        time.sleep(SETTLE_S)
+        st = rig.fresh_status()
+        m = rig.tester
+        other = []
+        if st["xruns"] - self.xruns != 1:
+            other.append(f"{st['xruns'] - self.xruns} engine xruns")
+        for who, new, events in (
+                ("the engine's", st["jack"]["frame_time_anomalies"] - self.engine,
+                 st["jack"]["frame_time_events"]),
+                ("the test client's", m.clock.anomalies - self.client, list(m.clock.events))):
+            if not one_gap(new, events, st["jack"]["blocksize"]):
+                other.append(f"{new} frame time anomalies in {who} clock, the last "
+                             f"{[list(e) for e in events[-max(new, 0):]] if new else []}")
+        if m.late + m.write_errors != self.writes:
+            other.append(f"{m.late + m.write_errors - self.writes} late or refused events")
+        return ", ".join(other)
+
+
+def one_gap(new: int, events: list[Any], period: int) -> bool:
+    """The ``new`` latest frame time events (read, expected, gap) are one gap's two reads."""
+    if new != 2 or len(events) < 2:
+        return False
+    (r1, _, g1), (r2, _, g2) = events[-2:]
+    return g1 == g2 >= period and (r2 - r1) & MASK == period
 
 
 def test_clock_out_after_an_xrun_tells_the_song_position(server: JackServer,
                                                           tmp_path: Path) -> None:
     """The engine is frozen while a loop plays: JACK goes on without it. When it comes
     back, the clock goes on on its grid, and on the first sixteenth after the gap a Song
-    Position Pointer (sixteenths since Start) and a Continue go out, before that tick."""
+    Position Pointer (sixteenths since Start) and a Continue go out, before that tick.
+
+    The xrun is made here, so missed cycles do not make an attempt unjudged by themselves:
+    a failed check is not judged only when something besides that one gap missed cycles
+    (another xrun would make another song position)."""
     per16 = SPB // 4
 
-    def scenario(rig: MidiRig) -> None:
+    def scenario(rig: MidiRig, before: Misses) -> None:
         m = rig.tester
         st = rig.status()
         origin = st["jack"]["frame_time_origin"]
@@ -283,16 +381,17 @@ def test_clock_out_after_an_xrun_tells_the_song_position(server: JackServer,
         rig.engine.signal(signal.SIGSTOP)
         time.sleep(0.15)
         rig.engine.signal(signal.SIGCONT)
-        st = wait_until(lambda: (s := rig.status())["xruns"] >= 1 and s, 5)
-        assert st["missed_frames"] >= 256
+        st = wait_until(lambda: (s := rig.status())["xruns"] > before.xruns and s, 5)
+        assert st["missed_frames"] - before.missed_frames >= 256
         wait_until(lambda: [f for f, d in list(m.received) if d[0] == SONG_POSITION], 5,
                    describe=rig.diagnosis)
         time.sleep(0.3)
-        st = rig.status()
-        if st["xruns"] != 1 or st["jack"]["frame_time_origin"] != origin:
-            raise OtherXrun(rig.diagnosis())
         events = [((ft - origin) & MASK, d) for ft, d in list(m.received)]
-        start_f = next(f for f, d in events if d == bytes([START]))
+        st = rig.fresh_status()
+        assert st["jack"]["frame_time_origin"] == origin, "the engine's frame clock went back"
+        starts = [f for f, d in events if d == bytes([START])]
+        assert starts, "no Start"
+        start_f = starts[0]
         spp = [(f, d) for f, d in events if d[0] == SONG_POSITION]
         assert len(spp) == 1, spp
         at, data = spp[0]
@@ -302,10 +401,13 @@ def test_clock_out_after_an_xrun_tells_the_song_position(server: JackServer,
         assert [d for f, d in events if f == at] == [data, bytes([CONTINUE]), bytes([CLOCK])]
         # ... on the first sixteenth after the gap: the ticks before it go out as ticks
         ticks = sorted(f for f, d in events if d == bytes([CLOCK]))
-        gap = next(i for i, (a, b) in enumerate(pairwise(ticks)) if b - a > SPB // 24) + 1
-        first16 = next(f for f in ticks[gap:] if (f - start_f) % per16 == 0)
-        assert at == first16, (f"song position at {at}, the first sixteenth after the gap "
-                               f"(ticks {ticks[gap - 1]} .. {ticks[gap]}) is {first16}")
+        gaps = [i + 1 for i, (a, b) in enumerate(pairwise(ticks)) if b - a > SPB // 24]
+        assert gaps, f"no gap in the ticks around {at}"
+        gap = gaps[0]
+        after = [f for f in ticks[gap:] if (f - start_f) % per16 == 0]
+        assert after, f"no sixteenth after the gap (ticks {ticks[gap - 1]} .. {ticks[gap]})"
+        assert at == after[0], (f"song position at {at}, the first sixteenth after the gap "
+                                f"(ticks {ticks[gap - 1]} .. {ticks[gap]}) is {after[0]}")
         # from there the clock goes on, on its grid, tick after tick
         ticks = [f for f, d in events if f >= at and d == bytes([CLOCK])]
         assert ticks and all(f % (SPB // 24) == 0 for f in ticks), ticks[:8]
@@ -315,20 +417,30 @@ def test_clock_out_after_an_xrun_tells_the_song_position(server: JackServer,
         print(f"xrun: {st['missed_frames']} frames missed; song position {int(sixteenths)} "
               f"at engine frame {at}")
 
-    # the xrun is made here, so the window is judged whatever else missed cycles; only
-    # another xrun (which would make another song position) makes it try again
-    reasons = []
+    reasons: list[str] = []
     for attempt in range(3):
         rig = MidiRig(server.name, tmp_path / f"try{attempt}", engine_config(clock_out=True),
                       listen=True)
         try:
-            scenario(rig)
-            return
-        except OtherXrun as exc:
-            reasons.append(f"attempt {attempt}: {exc}")
+            before = Misses(rig)
+            try:
+                scenario(rig, before)
+                rig.check_callback()
+                if reasons:
+                    print(f"judged on attempt {attempt}; before: {'; '.join(reasons)}")
+                return
+            except AssertionError as exc:
+                rig.check_callback(exc)
+                other = before.besides_one_gap(rig)
+                if not other:
+                    raise
+                first_line = str(exc).splitlines()[0] if str(exc) else repr(exc)
+                reasons.append(f"attempt {attempt}: {other} ({first_line[:200]}); "
+                               f"{rig.diagnosis()}")
         finally:
             rig.close()
-    pytest.skip("every attempt had more than the one xrun made here: " + "; ".join(reasons))
+    pytest.skip("every attempt missed cycles besides the xrun made here (machine too busy "
+                "to judge): " + "; ".join(reasons))
 
 
 # ---------------------------------------------------------------------------- clock in
@@ -354,9 +466,13 @@ def test_follows_a_jittered_external_clock_and_keeps_its_tempo_when_lost(
         m.send([(t0 - 600, [START])]
                + [(round(t0 + i * per + jitter[i]), [CLOCK]) for i in range(count)])
         # a second before the clock ends: following, at its tempo and on its beats
-        wait_until(lambda: len(m.sent) >= count - 40, 12)
-        st = rig.status()
+        st = wait_until(lambda: (s := rig.status())["midi"]["clock_in"]["ticks"]
+                        >= count - 40 and s, 12, describe=lambda: rig.status()["midi"])
         clock_in = st["midi"]["clock_in"]
+        if clock_in["ticks"] >= count:
+            # this status may be from after the clock ended (a late look, by its ticks),
+            # so "following" can't be judged from it
+            rig.late_looks += 1
         assert st["sync"] == "midi"
         assert clock_in["state"] == "following", clock_in
         assert clock_in["transport"] == "playing"
@@ -469,7 +585,7 @@ def test_learn_binds_a_controller_saves_the_map_and_it_drives_the_cell(
         with EngineClient("127.0.0.1", rig.engine.osc_port) as learner:
             reply = learner.request("midi/learn", "record", 1, 0, reply="/ouro/midi/learning")
             assert "record" in str(reply.params[0])
-            wait_until(lambda: rig.status()["midi"]["in"]["learning"] is True, 2)
+            wait_until(lambda: rig.status()["midi"]["in"]["learning"] is True, 5)
             m.send_soon([0xB2, 20, 127])
             deadline = time.monotonic() + 5
             learned = None
@@ -479,13 +595,17 @@ def test_learn_binds_a_controller_saves_the_map_and_it_drives_the_cell(
                     learned = str(msg.params[0])
             assert learned is not None, f"no /ouro/midi/learned; errors {learner.errors}"
             assert learned.startswith("cc 20 ch 3 -> record 1 0"), learned
-        st = rig.status()
+        st = rig.fresh_status()
         assert st["midi"]["in"]["learning"] is False and st["midi"]["in"]["learned"] == 1
-        # the message that was learned fired nothing, and cc 20 on channel 1 is not bound
+        # the message that was learned fired nothing, and cc 20 on channel 1 is not bound:
+        # two beats after the engine took both messages, nothing is recording or to record
         m.send_soon([0xB0, 20, 0], [0xB0, 20, 127], spacing=2400)
-        beat = st["beat"]
-        wait_until(lambda: rig.status()["beat"] >= beat + 3, 5)
-        assert cell(rig.status(), 1, 0)["state"] == "empty"
+        taken = wait_until(lambda: (s := rig.status())["midi_in_events"]
+                           >= st["midi_in_events"] + 2 and s, 5,
+                           describe=lambda: rig.status()["midi"])
+        wait_until(lambda: rig.status()["beat"] >= taken["beat"] + 2, 5)
+        unbound = cell(rig.status(), 1, 0)
+        assert (unbound["state"], unbound["next_state"]) == ("empty", "empty"), unbound
         # on channel 3: a press (below 64, then 64 or above) records
         m.send_soon([0xB2, 20, 0], [0xB2, 20, 127], spacing=2400)
         wait_until(lambda: cell(rig.status(), 1, 0)["state"] == "recording", 5,

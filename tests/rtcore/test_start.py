@@ -3,6 +3,13 @@
 Every test uses a server name of its own (``unique_server_name``), so none of them touches
 a default JACK server somebody else runs, and every engine gets a free OSC port.
 The tour's phrase and status lines are also checked without JACK.
+
+The tour depends on timing: its loops are exact only if no cycle was missed while they
+were recorded, and its lines and commands come on time only if its status polls are
+answered within a beat. Its run is watched (:class:`WatchedStart`) for the evidence of
+both, and a check that fails with such evidence is not judged: the run is made again, and
+the test skipped, naming the evidence, when every run had it. Without evidence, a failed
+check fails.
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from rtcore.client import EngineClient, EngineUnreachable
 from rtcore.commands import parse_args
 from rtcore.config import EngineConfig
 from rtcore.engine import Engine
 from rtcore.jackd import JackServer, sound_card_present, unique_server_name
 from rtcore.start import (
-    DUMMY_PERIOD_FRAMES,
     PEAK,
     PHRASES,
     Section,
@@ -68,19 +76,123 @@ def pids(line_start: str, text: str) -> list[int]:
             for m in PID.findall(line)]
 
 
-def matched_fraction(got: np.ndarray, want: np.ndarray, period: int) -> float:
-    """The fraction of ``got``'s frames equal to ``want`` at the same frame, or at a slip
-    of one or two JACK periods either way.
+def unmatched(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """The frames where ``got`` is not ``want`` (beyond float rounding)."""
+    return np.flatnonzero(np.abs(got - want) >= 1e-5)
 
-    On a loaded machine a client's frame clock can run a period off for a while after a few
-    late callbacks (the tour's, or the engine's); what it records is then the phrase from a
-    period earlier or later, exactly. Frames around each slip and the loop's crossfaded
-    seam match nothing.
-    """
-    ok = np.zeros(got.shape[0], bool)
-    for shift in range(-2 * period, 2 * period + 1, period):
-        ok |= np.abs(got - np.roll(want, shift)) < 1e-5
-    return float(ok.mean())
+
+TOUR_BEGINS = "ouro start: the tour:"
+TOUR_ENDS = ("ouro start: tour done", "ouro start: the tour failed", "ouro start: tour interrupted")
+ENGINE_LINE = re.compile(r"ouro start: engine running .* OSC on udp://127\.0\.0\.1:(\d+);")
+STATUS_GAP_S = 0.25  # half a beat at the tour's tempo without a status answer: late
+
+
+class WatchedStart:
+    """``ouro start`` as a user runs it, its engine's status read meanwhile over OSC (as any
+    controller would, every 0.05 s) for the evidence the run is judged by, from the moment
+    the tour began to the moment it ended: missed cycles (the engine's xruns and frame time
+    anomalies, the server's xruns), and status requests left unanswered for longer than
+    :data:`STATUS_GAP_S` (the tour's every step waits for a status answer)."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "rtcore.cli", "start", *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.port: int | None = None
+        self.port_known = threading.Event()
+        self.touring = threading.Event()
+        self.toured = threading.Event()
+        self.first: dict[str, Any] | None = None  # the first status after the tour began
+        self.last: dict[str, Any] | None = None  # the first after it ended (or the last)
+        self.longest_gap = 0.0  # the longest time without a status answer while it ran
+        self.threads = [threading.Thread(target=f, daemon=True)
+                        for f in (self._read_out, self._read_err, self._watch)]
+        for t in self.threads:
+            t.start()
+
+    def _lines(self, stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+            m = ENGINE_LINE.match(line)
+            if m:
+                self.port = int(m.group(1))
+                self.port_known.set()
+            if line.startswith(TOUR_BEGINS):
+                self.touring.set()
+            if line.startswith(TOUR_ENDS):
+                self.toured.set()
+
+    def _read_out(self) -> None:
+        self._lines(self.proc.stdout, self.out)
+        self.port_known.set()  # no port after the end: the watch gives up
+
+    def _read_err(self) -> None:
+        self._lines(self.proc.stderr, self.err)
+
+    def _watch(self) -> None:
+        self.port_known.wait()
+        if self.port is None:
+            return
+        with EngineClient("127.0.0.1", self.port) as client:
+            answered = 0.0
+            while self.proc.poll() is None:
+                touring, toured = self.touring.is_set(), self.toured.is_set()
+                try:
+                    st = client.status(timeout_s=0.5)
+                except (EngineUnreachable, OSError):
+                    continue
+                now = time.monotonic()
+                if touring:
+                    if self.first is None:
+                        self.first = st
+                    elif not toured:
+                        self.longest_gap = max(self.longest_gap, now - answered)
+                    self.last = st
+                    if toured:  # asked for after the tour ended: the last one it needs
+                        return
+                answered = now
+                time.sleep(0.05)
+
+    def wait(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for t in self.threads:
+                t.join(10)
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+                                           "".join(self.out), "".join(self.err))
+
+    def missed_cycles(self) -> str:
+        """Cycles missed while the tour ran, as the engine counted them; '' if none (or if
+        its status was never seen: then nothing excuses a failed check)."""
+        a, b = self.first, self.last
+        if a is None or b is None:
+            return ""
+        found = []
+        for what, count in (("engine xruns", lambda s: s["xruns"]),
+                            ("frames missed", lambda s: s["missed_frames"]),
+                            ("engine frame time anomalies",
+                             lambda s: s["jack"]["frame_time_anomalies"]),
+                            ("server xruns", lambda s: s["jack"]["xruns_reported"])):
+            if count(b) != count(a):
+                found.append(f"{count(b) - count(a)} {what}")
+        if found:
+            found.append(f"the engine's last frame time events (read, expected, gap) "
+                         f"{b['jack']['frame_time_events']}")
+        return ", ".join(found)
+
+    def late(self) -> str:
+        """The tour's own word that it fell behind, or status answers that did not come
+        for longer than STATUS_GAP_S while it ran; '' if neither."""
+        found = [line.strip() for line in self.err if "the tour fell behind" in line]
+        if self.longest_gap > STATUS_GAP_S:
+            found.append(f"the engine's status went unanswered for {self.longest_gap:.2f} s")
+        return ", ".join(found)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -159,30 +271,43 @@ def test_status_line_from_a_real_engine() -> None:
 # ---------------------------------------------------------------------------- live
 
 
-@pytest.mark.jack
-def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None:
-    name = unique_server_name("test-start")
-    data = tmp_path / "data"
-    t0 = time.monotonic()
-    res = ouro_start("--server", name, "--seconds", "1", "--data-dir", str(data),
-                     "--osc-port", "0")
-    took = time.monotonic() - t0
+def first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    return text[:300]
+
+
+def check_cleaned_up(res: subprocess.CompletedProcess[str], name: str,
+                     data: Path) -> None:
+    """What ``ouro start`` does however the tour went: it started a server, the engine and
+    the pedal, and stopped all three; the session is saved."""
     out = res.stdout
-    assert res.returncode == 0, f"exit {res.returncode}\n{out}\n{res.stderr}"
-    assert "Traceback" not in res.stderr and "error" not in res.stderr, res.stderr
-    assert "started one with the dummy driver" in out
+    assert "Traceback" not in res.stderr and "Traceback" not in out, res.stderr
+    assert "started one with the dummy driver" in out, out
     (jackd_pid,) = pids("ouro start: no JACK server answered", out)
     (engine_pid,) = pids("ouro start: engine running", out)
     # no terminal here: the emulated pedal ran headless, followed the engine, and stopped
     (pedal_pid,) = pids("ouro start: the pedal runs emulated, headless", out)
     assert f"pedal stopped (pid {pedal_pid})" in out
+    assert f"stopped the JACK server {name!r} it started (pid {jackd_pid})" in out
+    assert f"session saved to {data / 'session' / 'session.json'}" in out
+    assert gone(jackd_pid) and gone(engine_pid) and gone(pedal_pid)
+    assert not reachable(name)
+
+
+def check_tour(res: subprocess.CompletedProcess[str], data: Path) -> dict[str, Any]:
+    """What the tour did, as its lines and the saved session show: the checks that its
+    timing decides (a line per beat; each command on its beat). Returns the manifest."""
+    out = res.stdout
+    assert res.returncode == 0, f"exit {res.returncode}\n{out}\n{res.stderr}"
+    assert "error" not in res.stderr, res.stderr
     pedal_log = (data / "pedal.log").read_text()
     pushes = re.search(r"(\d+) status pushes", pedal_log)
     assert pushes is not None and int(pushes.group(1)) > 0, pedal_log
 
     beats = [line for line in out.splitlines() if re.match(r"beat \d+ \| ", line)]
     numbers = [int(line.split()[1]) for line in beats]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "a beat is missing"
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (
+        f"a beat is missing or repeated: {numbers}")
     assert len(beats) >= 14, out
     assert any("(0,0) recording -> playing" in line for line in beats), out
     assert any("(0,1) recording" in line for line in beats), out
@@ -190,37 +315,87 @@ def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None
     assert "col 0: 4 beats" in last and "(0,0) playing" in last, last
     assert "(0,1) playing vol 0.70" in last, last
     assert "tour done" in out and "docs/osc.md" in out and "udp://127.0.0.1:" in out
-    assert f"stopped the JACK server {name!r} it started (pid {jackd_pid})" in out
 
-    manifest = data / "session" / "session.json"
-    assert f"session saved to {manifest}" in out
-    doc = json.loads(manifest.read_text())
+    doc: dict[str, Any] = json.loads((data / "session" / "session.json").read_text())
     cells = {(c["column"], c["row"]): c for c in doc["cells"]}
     assert set(cells) == {(0, 0), (0, 1)}
     for (_, row), cell in cells.items():
         assert cell["beats"] == 4 and cell["length_frames"] == 4 * SPB
         assert cell["state"] == "playing"
         assert cell["volume"] == pytest.approx(1.0 if row == 0 else 0.7)
-        # the loop holds its phrase, from its first note (latency compensated)
-        loop, rate = sf.read(manifest.parent / cell["file"], dtype="float32")
+    return doc
+
+
+def check_loops(doc: dict[str, Any], data: Path) -> None:
+    """Each loop holds its phrase exactly, from its first note (latency compensated), but
+    for its last declick_ms, where it fades out: what a missed cycle while it was recorded
+    would spoil."""
+    fade = EngineConfig().declick_frames  # ouro start runs the engine with the defaults
+    for cell in doc["cells"]:
+        row = cell["row"]
+        loop, rate = sf.read(data / "session" / cell["file"], dtype="float32")
         assert rate == 48000 and loop.shape == (4 * SPB, 2)
         src = TourSource()
         src.sections = (Section(0, 4 * SPB, row),)
         for ch in (0, 1):
             want = src(np.arange(4 * SPB, dtype=np.int64), ch)
-            assert matched_fraction(loop[:, ch], want, DUMMY_PERIOD_FRAMES) > 0.9, (row, ch)
+            bad = unmatched(loop[: 4 * SPB - fade, ch], want[: 4 * SPB - fade])
+            assert bad.size == 0, (f"loop (0,{row}) channel {ch}: {bad.size} frames differ "
+                                   f"from the phrase, the first {bad[:8].tolist()}")
 
-    assert gone(jackd_pid) and gone(engine_pid) and gone(pedal_pid)
-    assert not reachable(name)
+
+@pytest.mark.jack
+def test_tour_builds_two_loops_then_stops_all_it_started(tmp_path: Path) -> None:
+    name = unique_server_name("test-start")
+    reasons: list[str] = []
+    for attempt in range(3):
+        data = tmp_path / f"try{attempt}" / "data"
+        t0 = time.monotonic()
+        watch = WatchedStart("--server", name, "--seconds", "1", "--data-dir", str(data),
+                             "--osc-port", "0")
+        res = watch.wait()
+        took = time.monotonic() - t0
+        check_cleaned_up(res, name, data)
+        missed, late = watch.missed_cycles(), watch.late()
+        try:
+            doc = check_tour(res, data)
+        except AssertionError as exc:
+            if not (missed or late):
+                raise
+            reasons.append(f"run {attempt}: {'; '.join(filter(None, (missed, late)))} "
+                           f"({first_line(exc)})")
+            continue
+        try:
+            check_loops(doc, data)
+        except AssertionError as exc:
+            if not missed:
+                raise
+            reasons.append(f"run {attempt}: {missed} ({first_line(exc)})")
+            continue
+        break
+    else:
+        pytest.skip("every run of the tour missed its deadlines (machine too busy to judge "
+                    "it): " + "; ".join(reasons))
+    if reasons:
+        print(f"judged on run {attempt}; before: {'; '.join(reasons)}")
     print(f"ouro start with the tour took {took:.1f} s")
 
     # the next run finds those loops (the engine reloads its session): they are kept as a
     # named session, and the tour builds its loops again in an empty matrix
-    res = ouro_start("--server", name, "--seconds", "1", "--data-dir", str(data),
-                     "--osc-port", "0")
-    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    watch = WatchedStart("--server", name, "--seconds", "1", "--data-dir", str(data),
+                         "--osc-port", "0")
+    res = watch.wait()
+    check_cleaned_up(res, name, data)
+    try:
+        assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+        assert "tour done" in res.stdout
+    except AssertionError as exc:
+        evidence = "; ".join(filter(None, (watch.missed_cycles(), watch.late())))
+        if not evidence:
+            raise
+        pytest.skip(f"the second run of the tour missed its deadlines (machine too busy "
+                    f"to judge it): {evidence} ({first_line(exc)})")
     assert "are kept as the session 'before the tour " in res.stdout, res.stdout
-    assert "tour done" in res.stdout
     (named,) = list((data / "sessions").iterdir())
     kept = json.loads((named / "session.json").read_text())
     assert {(c["column"], c["row"]) for c in kept["cells"]} == {(0, 0), (0, 1)}
