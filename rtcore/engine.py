@@ -903,7 +903,7 @@ class Engine:
         """No loops: the tempo is free, so the next beat goes where the fit puts it."""
         fol = self.follower
         spb = fol.period * TICKS_PER_BEAT
-        # no period (ticks that arrived together, at one frame, make a flat fit): no tempo
+        # no period yet (fewer than two ticks): no tempo to place the grid by
         if spb <= 0.0 or not TEMPO_MIN_BPM <= self.sample_rate * 60.0 / spb <= TEMPO_MAX_BPM:
             return
         k = self.next_beat

@@ -3,6 +3,7 @@ transport, the input map, malformed input, count-in (rtcore.engine, rtcore.sync)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import mido
@@ -108,6 +109,149 @@ def test_following_a_jittered_clock_puts_the_beats_on_its_beats() -> None:
     true_beats = [true for _, true in clock[::24]]
     late = [min(abs(o - t) for o in onsets) for t in true_beats[8:]]
     assert max(late) < SR / 1000, late
+
+
+def clock_with_tempo(tempo_at_beat: Callable[[float], float], start: int, ticks: int,
+                     jitter_frames: float, seed: int = 7) -> list[tuple[int, float]]:
+    """As :func:`jittered_clock`, the tempo a function of the beat (ticks since the first
+    over 24)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    true = float(start)
+    for i in range(ticks):
+        out.append((round(true + rng.uniform(-jitter_frames, jitter_frames)), true))
+        true += SR * 60.0 / tempo_at_beat(i / 24) / 24
+    return out
+
+
+def deliver_late(sent: list[int], first: int, late: int, spread: int) -> list[int]:
+    """Ticks ``first`` .. ``first + late - 1`` delivered late, as an interface or a sender
+    that missed its cycles does: all at the frame of the next tick (``spread`` 0) or
+    ``spread`` frames apart just before it."""
+    out = list(sent)
+    on_time = sent[first + late]
+    for j in range(late):
+        out[first + j] = on_time - spread * (late - j)
+    return out
+
+
+def follow_clock(sent: list[int]) -> Any:
+    """Run the engine (no loops, click on) following a clock that starts at frame 0 and
+    sends its ticks at ``sent`` (an exception in the engine's block propagates)."""
+    events = [midi(0, 0xFA)] + [midi(f, 0xF8) for f in sent]
+    doc = script(sent[-1] + 2000, events, sync="midi", click=True, block_size=256)
+    res = run_script(doc, np.zeros((doc["duration_frames"], 2), np.float32))
+    assert res.command_errors == []
+    return res
+
+
+def beats_off_ms(res: Any, true_beats: list[float]) -> list[float]:
+    """For every engine beat (click onset) from the first of ``true_beats`` on, the distance
+    to the nearest of them (ms), and for every true beat the distance to the nearest onset:
+    a beat missing, doubled or out of phase shows."""
+    onsets = np.flatnonzero((res.click[1:] != 0) & (res.click[:-1] == 0)) + 1
+    onsets = onsets[onsets > true_beats[0] - SR / 100]
+    inside = onsets[onsets < true_beats[-1] + SR / 100]
+    off = [min(abs(o - t) for t in true_beats) for o in inside]
+    off += [min(abs(o - t) for o in onsets) for t in true_beats]
+    return [x * 1000.0 / SR for x in off]
+
+
+@pytest.mark.parametrize(("first", "late", "spread"),
+                         [(24 * 8 + 5, 2, 0), (24 * 8 + 5, 5, 0), (24 * 8 + 5, 5, 40),
+                          (0, 5, 0)])
+def test_a_burst_of_late_ticks_moves_neither_the_tempo_nor_the_beats(
+        first: int, late: int, spread: int) -> None:
+    """Clock ticks that a sender or an interface delivers late, together with the next one
+    (or much closer together than the period), are each one tick: the follower keeps the
+    clock's tempo and the engine its beats. (They went to 200 BPM after 2 late ticks and to
+    500 after 5: ticks at one frame made the fitted period small, every later tick then
+    counted as several, which confirmed it; at the start, a flat fit divided by zero.)"""
+    clock = jittered_clock(100.0, 5000, 24 * 16, 48.0)  # 16 beats, +/-1 ms
+    sent = deliver_late([f for f, _ in clock], first, late, spread)
+    res = follow_clock(sent)
+    st = res.status
+    clock_in = st["midi"]["clock_in"]
+    assert clock_in["state"] == "following", clock_in
+    assert abs(clock_in["tempo"] - 100.0) < 0.05, clock_in
+    assert abs(st["tempo"] - 100.0) < 0.05
+    assert clock_in["tempo_restarts"] == 0  # no tempo change seen either
+    assert res.engine.follower.index == len(sent) - 1  # every tick counted, once
+    # after two bars every beat is within 1 ms of the clock's, the burst's included
+    off = beats_off_ms(res, [true for _, true in clock[::24]][8:])
+    assert max(off) < 1.0, off
+
+
+def test_a_burst_of_late_ticks_while_the_clock_speeds_up() -> None:
+    # 100 BPM for 4 beats, up to 106 BPM over 8 beats, then steady; five ticks come late in
+    # the middle of the ramp. The line through two bars lags a ramp (some 20 ms here), and the
+    # burst leaves four points out of it: the beats move by a fraction of that, and not at
+    # all once the burst has left the window. After the ramp the engine is on the clock
+    def tempo_at(beat: float) -> float:
+        return 100.0 + 6.0 * min(max(beat - 4.0, 0.0), 8.0) / 8.0
+
+    clock = clock_with_tempo(tempo_at, 5000, 24 * 26, 48.0)
+    sent = [f for f, _ in clock]
+    runs = [follow_clock(sent), follow_clock(deliver_late(sent, 24 * 8 + 5, 5, 0))]
+    onsets = [np.flatnonzero((r.click[1:] != 0) & (r.click[:-1] == 0)) + 1 for r in runs]
+    assert len(onsets[0]) == len(onsets[1])
+    moved = np.abs(onsets[1] - onsets[0]) * 1000.0 / SR
+    assert moved.max() < 2.0, moved
+    true_beats = [true for _, true in clock[::24]]
+    assert not moved[onsets[1] > true_beats[17]].any(), moved  # two bars after the burst
+    res = runs[1]
+    st = res.status
+    clock_in = st["midi"]["clock_in"]
+    assert clock_in["state"] == "following", clock_in
+    assert abs(clock_in["tempo"] - 106.0) < 0.05, clock_in
+    assert abs(st["tempo"] - 106.0) < 0.05
+    assert res.engine.follower.index == len(sent) - 1
+    off = beats_off_ms(res, true_beats[20:])  # two bars after the ramp
+    assert max(off) < 1.0, off
+
+
+@pytest.mark.parametrize(("faster", "slower"), [(140.0, 90.0), (140.0, 60.0), (128.0, 73.6)])
+def test_the_follower_follows_a_clock_that_slows_by_more_than_a_third(
+        faster: float, slower: float) -> None:
+    """From 140 to 90 BPM a tick comes 1.56 periods after the one before: a tempo change,
+    not a gap with a lost tick in it (counting each tick as two locked onto 180 BPM), since
+    it is no whole number of periods. From 128 to 73.6 BPM the second slow tick comes 1.81
+    periods after the first, near enough two once the first, off the line, has widened the
+    jitter allowed: but after a tick off the line the period is no measure of a gap."""
+    fol = ClockFollower(SR)
+    fast = jittered_clock(faster, 1000, 192, 48.0)
+    slow = jittered_clock(slower, round(fast[-1][1] + SR * 60.0 / slower / 24), 192, 48.0,
+                          seed=8)
+    for frame, _ in fast + slow:
+        fol.tick(frame)
+    assert abs(fol.tempo_bpm() - slower) < 0.05
+    assert fol.index == 383
+    assert fol.restarts >= 1
+
+
+def test_the_follower_counts_late_bursts_back_to_back() -> None:
+    # ticks 100..104 come at tick 105's time, but 105 itself comes late, with 106..110 at
+    # tick 111's: the second burst's late ticks include the one the first still owed
+    fol = ClockFollower(SR)
+    sent = [f for f, _ in jittered_clock(100.0, 1000, 192, 48.0)]
+    sent = deliver_late(deliver_late(sent, 100, 5, 0), 105, 6, 0)
+    for frame in sent:
+        fol.tick(frame)
+    assert fol.index == 191
+    assert abs(fol.tempo_bpm() - 100.0) < 0.05
+    assert fol.restarts == 0
+
+
+def test_the_follower_still_counts_lost_ticks() -> None:
+    # ticks lost (our own xrun): the gap is a whole number of periods, the ticks in it count
+    fol = ClockFollower(SR)
+    clock = jittered_clock(100.0, 1000, 192, 48.0)
+    for i, (frame, _) in enumerate(clock):
+        if not 100 <= i < 104:
+            fol.tick(frame)
+    assert fol.index == 191
+    assert abs(fol.tempo_bpm() - 100.0) < 0.05
+    assert fol.restarts == 0
 
 
 def test_external_stop_pauses_the_loops_and_start_brings_them_back() -> None:
