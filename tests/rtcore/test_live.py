@@ -296,6 +296,13 @@ def record_judged_loop(make_rig: Callable[[int], Rig], tries: int = 4) -> Judged
             until = rig.recorder.latest_frame_time()
             missed = rig.trouble() - trouble0
             checked, bad, f0 = check_loop_output(rig, length, latency, origin, until_ft=until)
+            if missed and bad == 0 and rig.last_coverage < length:
+                # the recorder missed a cycle of the first pass: see those positions again
+                time.sleep(length / 48000 + 0.3)
+                until = rig.recorder.latest_frame_time()
+                missed = rig.trouble() - trouble0
+                checked, bad, f0 = check_loop_output(rig, length, latency, origin,
+                                                     until_ft=until)
         except BaseException:
             rig.close()
             raise
@@ -610,22 +617,24 @@ def _judge_a_gap(rig: Rig) -> str | None:
     assert rig.player is not None and rig.recorder is not None
     st = rig.status()
     origin, latency = st["jack"]["frame_time_origin"], st["latency_frames"]
-    start_recording(rig)
-    time.sleep(0.5)
+    # the counts before the recording begins: a miss anywhere in it leaves a hole too
     time.sleep(2 * STATUS_CACHE_S)
     engine0 = rig.status()["jack"]["frame_time_anomalies"]
     player0 = rig.player.clock.anomalies
+    start_recording(rig)
+    time.sleep(0.5)
     rig.engine.signal(signal.SIGSTOP)
     time.sleep(0.02)
     rig.engine.signal(signal.SIGCONT)
     time.sleep(0.5)
     cell = close_recording(rig)
     length = cell["length_frames"]
+    time.sleep(2 * STATUS_CACHE_S)
     jk = rig.status()["jack"]
     new = jk["frame_time_anomalies"] - engine0
     events = jk["frame_time_events"][-new:] if new else []
-    # the freeze makes the engine see one jump, then its confirmation; anything else, or
-    # a cycle the player missed (it is the source), is the machine's own
+    # the freeze makes the engine see one jump, then its confirmation; anything else while
+    # it recorded, or a cycle the player missed (it is the source), is the machine's own
     if len(events) != 2 or rig.player.clock.anomalies != player0:
         return f"the recording saw other misses; {rig.diagnosis()}"
     (read, expected, gap), (_, _, confirmed) = events
