@@ -1,9 +1,14 @@
 """``ouro pedal``: the pedal process, on the Pi or emulated on a desk.
 
-On the Pi it opens the GPIO through gpiozero's default pin factory and the OLED named by
-the pin map. With ``--emulate`` the same code runs on gpiozero's mock pins: in a terminal
-the keys move the mock pins (see :data:`KEYS`) and the screen is drawn with block
-characters (luma.emulator); ``window`` draws it in a pygame window whose keys are the switches
+On the Pi it opens the GPIO on the Raspberry Pi's own pin controller (the gpiochip that
+:mod:`firmware.gpio` finds by its label) and the OLED named by the pin map, which the pedal
+does without, saying so, while it is missing or failing (:class:`~firmware.display.
+KeptDisplay`). With ``--headless-without-gpio``, a machine without that pin controller runs
+the pedal as ``--emulate headless`` does.
+
+With ``--emulate`` the same code runs on gpiozero's mock pins: in a terminal the keys move
+the mock pins (see :data:`KEYS`) and the screen is drawn with block characters
+(luma.emulator); ``window`` draws it in a pygame window whose keys are the switches
 themselves (a key held down is a switch held down); ``headless`` draws on luma's dummy
 device (for tests and CI).
 """
@@ -22,9 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from firmware.controls import Controls, mock_factory
+from firmware.controls import Controls, mock_factory, pi_factory
 from firmware.display import (
     Display,
+    KeptDisplay,
+    display_name,
     dummy_display,
     open_display,
     terminal_display,
@@ -32,6 +39,15 @@ from firmware.display import (
     window_keys,
 )
 from firmware.errors import PedalError
+from firmware.gpio import (
+    PI_PIN_CONTROLLERS,
+    GpioChip,
+    board_revision,
+    choose_pi_chip,
+    describe_chips,
+    list_gpiochips,
+    read_device_tree,
+)
 from firmware.keymap import DEFAULT_KEYMAP, KeyMap, load_keymap
 from firmware.link import EngineLink, engine_address
 from firmware.pedal import Pedal, run_frames
@@ -166,8 +182,18 @@ def cbreak(stream: TextIO) -> Iterator[None]:
 def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
               pinmap: str | None = None, keymap: str | None = None,
               emulate: str | None = None, fps: float = DEFAULT_FPS,
-              seconds: float | None = None, out: Callable[[str], None] = print) -> int:
-    """Run the pedal until SIGINT/SIGTERM (or ``seconds``); returns the exit code."""
+              seconds: float | None = None, out: Callable[[str], None] = print,
+              headless_without_gpio: bool = False, pin_factory: Any = None,
+              open_screen: Callable[[], Any] | None = None,
+              gpiochips: list[GpioChip] | None = None,
+              device_tree: Path = Path("/proc/device-tree")) -> int:
+    """Run the pedal until SIGINT/SIGTERM (or ``seconds``); returns the exit code.
+
+    Without ``emulate`` the pins are the Raspberry Pi's (see :func:`_choose_pins`: among
+    ``gpiochips``, by default those of ``/dev``, on the board ``device_tree`` names), or
+    ``pin_factory``'s when one is given (tests); ``open_screen`` replaces the OLED's opener
+    (default: :func:`~firmware.display.open_display` on the pin map's display).
+    """
     try:
         pm = load_pinmap_arg(pinmap)
         km = load_keymap(keymap or DEFAULT_KEYMAP)
@@ -176,10 +202,19 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
     except (PedalError, ValueError) as exc:
         out(f"ouro pedal: error: {exc}")
         return 2
+    make_factory: Callable[[], Any] | None = None  # None: gpiozero's own choice
+    if emulate is not None:
+        make_factory = mock_factory
+    elif pin_factory is None:
+        choice = _choose_pins(headless_without_gpio, gpiochips, device_tree, out)
+        if choice is None:
+            return 2
+        emulate, make_factory = choice
     stop = threading.Event()
     link = EngineLink(host, port, port_file=port_file)
     pedal = Pedal(link, km, data_dir=data_dir)
     link.on_error = pedal.on_error
+    factory: Any = None  # the pin factory made here (closed here)
     controls: Controls | None = None
     keyboard = None
     terminal = emulate == "terminal" and sys.stdin.isatty()
@@ -188,23 +223,34 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
     def on_signal(_sig: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    try:
-        controls = Controls(pm, pedal.on_gesture, hold_time_s=km.hold_time_s,
-                            double_tap_s=km.double_tap_s,
-                            pin_factory=mock_factory() if emulate else None)
-        pedal.set_led = controls.set_led
-        if emulate is None:
-            device = open_display(pm.display)
-        elif emulate == "terminal":
-            device = terminal_display() if terminal else dummy_display()
-        elif emulate == "window":
-            device = window_display()
-        else:
-            device = dummy_display()
-        pedal.screen = Display(device)
-    except (PedalError, ValueError) as exc:
+    def close_pins() -> None:
         if controls is not None:
             controls.close()
+        if factory is not None:
+            factory.close()
+
+    try:
+        if make_factory is not None:
+            factory = make_factory()
+        controls = Controls(pm, pedal.on_gesture, hold_time_s=km.hold_time_s,
+                            double_tap_s=km.double_tap_s,
+                            pin_factory=factory if pin_factory is None else pin_factory)
+        pedal.set_led = controls.set_led
+        if emulate is None:
+            spec = pm.display
+            kept = KeptDisplay(open_screen or (lambda: open_display(spec)),
+                               lambda line: out(f"ouro pedal: {line}"),
+                               name=display_name(spec))
+            kept.open()  # a wrong setting stops here; a missing display does not
+            pedal.screen = kept
+        elif emulate == "terminal":
+            pedal.screen = Display(terminal_display() if terminal else dummy_display())
+        elif emulate == "window":
+            pedal.screen = Display(window_display())
+        else:
+            pedal.screen = Display(dummy_display())
+    except (PedalError, ValueError) as exc:
+        close_pins()
         out(f"ouro pedal: error: {exc}")
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -244,12 +290,52 @@ def run_pedal(*, engine: str | None = None, data_dir: Path | None = None,
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        controls.close()
+        close_pins()
         link.close()
     if not terminal:
         out(f"ouro pedal: stopped after {pedal.frames} frames, {pedal.gestures} gestures; "
             f"{link.statuses} status pushes, {link.reconnects} reconnects")
     return 0
+
+
+def _choose_pins(headless_without_gpio: bool, gpiochips: list[GpioChip] | None,
+                 device_tree: Path, out: Callable[[str], None]
+                 ) -> tuple[str | None, Callable[[], Any] | None] | None:
+    """Where the pins of a pedal that is not emulated come from: ``(emulate, make the pin
+    factory)``, or None when the pedal cannot run (said on ``out``).
+
+    The Raspberry Pi's pin controller, the gpiochip with its label among ``gpiochips`` (by
+    default those of ``/dev``), on the board that ``device_tree`` names. Where there is
+    none, the pedal stops, or with ``headless_without_gpio`` runs as ``--emulate
+    headless``. GPIOZERO_PIN_FACTORY=mock gives PWM-capable mock pins (the real OLED with
+    them: the Pi's path on a desk); any other factory it names but lgpio is left to
+    gpiozero.
+    """
+    chosen = os.environ.get("GPIOZERO_PIN_FACTORY", "").lower()
+    if chosen == "mock":
+        out("ouro pedal: GPIO: mock pins (GPIOZERO_PIN_FACTORY=mock)")
+        return None, mock_factory
+    if chosen and chosen != "lgpio":
+        out(f"ouro pedal: GPIO: gpiozero's {chosen} pin factory (GPIOZERO_PIN_FACTORY), no "
+            f"gpiochip search")
+        return None, None
+    chips = list_gpiochips() if gpiochips is None else gpiochips
+    chip = choose_pi_chip(chips)
+    found = describe_chips(chips)
+    if chip is None and not headless_without_gpio:
+        out(f"ouro pedal: error: no Raspberry Pi GPIO pin controller (a gpiochip labelled "
+            f"{', '.join(PI_PIN_CONTROLLERS)}) here ({found}); on a desk, run 'ouro pedal "
+            f"--emulate', or add --headless-without-gpio to run on mock pins where there is "
+            f"none")
+        return None
+    if chip is None:
+        out(f"ouro pedal: no Raspberry Pi GPIO here ({found}): headless (mock pins)")
+        return "headless", mock_factory
+    tree = read_device_tree(device_tree)
+    out(f"ouro pedal: GPIO {chip.path} ({chip.label}, {chip.lines} lines), board "
+        f"{tree.board}")
+    number, revision = chip.number, board_revision(tree.compatible)
+    return None, lambda: pi_factory(number, revision)
 
 
 def _legend(keymap: KeyMap, mode: str) -> None:

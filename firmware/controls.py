@@ -9,6 +9,10 @@ Each switch's edges go to a :class:`~firmware.gestures.GestureDetector`; a tap i
 from the pin's callback, at the edge, so the command leaves at once. Holds (and contacts
 that settle after bouncing) are found by :meth:`Controls.tick`, called by the pedal's frame
 loop.
+
+:func:`pi_factory` is the Pi's own pin factory: gpiozero's ``LGPIOFactory`` on the gpiochip
+that :mod:`firmware.gpio` chose, knowing the board even where the kernel does not tell its
+revision.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import PWMLED, Button, RotaryEncoder
-from gpiozero.exc import BadPinFactory, GPIOZeroError, PinError
+from gpiozero.exc import BadPinFactory, GPIOZeroError, PinError, PinUnknownPi
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from firmware.errors import GpioError
@@ -26,7 +30,7 @@ from firmware.gestures import GestureDetector
 from firmware.keymap import ENCODER
 from firmware.pinmap import PinMap
 
-__all__ = ["Controls", "GpioError", "mock_factory"]
+__all__ = ["Controls", "GpioError", "mock_factory", "pi_factory", "pi_revision"]
 
 OnGesture = Callable[[str, str], None]
 
@@ -34,6 +38,52 @@ OnGesture = Callable[[str, str], None]
 def mock_factory() -> Any:
     """gpiozero's mock pins, PWM-capable so the LEDs can dim: the pedal without a Pi."""
     return MockFactory(pin_class=MockPWMPin)
+
+
+def pi_revision(fallback: int | None) -> int:
+    """The Pi's revision code as gpiozero finds it (``/proc/device-tree/system/
+    linux,revision``, else the ``Revision`` line of ``/proc/cpuinfo``), else ``fallback``
+    (:func:`firmware.gpio.board_revision` of the device tree's board): Debian's arm64
+    kernel shows neither, and gpiozero needs the board for every pin."""
+    from gpiozero.pins.local import get_pi_revision
+
+    try:
+        return int(get_pi_revision())
+    except PinUnknownPi as exc:
+        if fallback is None:
+            raise GpioError(f"{exc}, and the device tree names no Raspberry Pi board "
+                            f"that the pedal knows (see firmware/gpio.py BOARD_REVISIONS)"
+                            ) from None
+        return fallback
+    except OSError as exc:
+        raise GpioError(f"cannot read the Pi's revision: {exc}") from None
+
+
+def pi_factory(chip: int, fallback_revision: int | None = None) -> Any:
+    """gpiozero's ``LGPIOFactory`` on ``/dev/gpiochip<chip>`` (so it does not guess the chip
+    itself), taking the board's revision from :func:`pi_revision`.
+
+    lgpio is imported here, on the Pi only (the ``pi`` extra, or Debian's
+    ``python3-lgpio``); raises :class:`GpioError` when it is missing or the chip cannot be
+    opened.
+    """
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory
+    except ImportError as exc:
+        raise GpioError(f"gpiozero's lgpio pin factory needs the lgpio module ({exc}): "
+                        f"install the 'pi' extra (pip install '.[pedal,pi]') or Debian's "
+                        f"python3-lgpio; on a desk, run 'ouro pedal --emulate'") from None
+
+    class PiFactory(LGPIOFactory):
+        def _get_revision(self) -> int:
+            return pi_revision(fallback_revision)
+
+    try:
+        return PiFactory(chip=chip)
+    except GpioError:
+        raise
+    except Exception as exc:  # lgpio.error has no common base with OSError
+        raise GpioError(f"cannot open /dev/gpiochip{chip} with lgpio: {exc}") from None
 
 
 class Controls:
@@ -79,7 +129,7 @@ class Controls:
                             f"'ouro pedal --emulate'") from None
         except (GPIOZeroError, PinError, OSError) as exc:
             raise GpioError(f"{self.pinmap.path}: cannot open {cls.__name__} on GPIO "
-                            f"{args[0]}: {exc}") from None
+                            f"{args[0]}: {exc or type(exc).__name__}") from None
         self._devices.append(device)
         return device
 

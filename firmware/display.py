@@ -7,7 +7,8 @@ The stand-ins share luma's device API: :func:`dummy_display` (keeps the last ima
 tests and benchmarks), :func:`terminal_display` (luma.emulator's ``asciiblock``: half-block
 characters in the terminal) and :func:`window_display` (luma.emulator's pygame window).
 :class:`Display` draws :class:`~firmware.screen.View`\\s on any of them and skips frames
-that did not change.
+that did not change; :class:`KeptDisplay` holds the real OLED for a pedal that must go on
+without it while it is missing or failing (a loose cable must not stop the footswitches).
 
 >>> from firmware.screen import View
 >>> display = Display(dummy_display())
@@ -27,9 +28,11 @@ terminal's width with LANCZOS, which blurs at any other width).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,8 +48,10 @@ __all__ = [
     "DisplayConfigError",
     "DisplayError",
     "DisplaySpecLike",
+    "KeptDisplay",
     "LumaDevice",
     "decode_asciiblock",
+    "display_name",
     "dummy_display",
     "open_display",
     "terminal_display",
@@ -55,6 +60,7 @@ __all__ = [
 ]
 
 DRIVERS = ("ssd1306", "sh1106")
+NOP = 0xE3  # the no-operation command of the SSD1306 and the SH1106
 BUSES = ("i2c", "spi")
 
 
@@ -95,7 +101,8 @@ class LumaDevice(Protocol):
     def display(self, image: Image.Image) -> None: ...
 
 
-def _where(spec: DisplaySpecLike) -> str:
+def display_name(spec: DisplaySpecLike) -> str:
+    """The display as messages name it: ``ssd1306 on I2C bus 1 at address 0x3C``."""
     if spec.bus == "i2c":
         try:
             addr = f"0x{int(str(spec.i2c_address), 0):02X}"
@@ -136,15 +143,28 @@ def open_display(spec: DisplaySpecLike, *, serial_interface: Any = None) -> Any:
     for name in needed:
         if getattr(spec, name) is None:
             raise DisplayConfigError(f"display on {spec.bus}: {name} is not set")
-    where = _where(spec)
+    where = display_name(spec)
     try:
         from luma.oled.device import sh1106, ssd1306
 
         serial = serial_interface
+        opened = None
         if serial is None:
-            serial = _open_bus(spec)
+            serial = opened = _open_bus(spec)
         driver = ssd1306 if spec.driver == "ssd1306" else sh1106
-        return driver(serial, width=spec.width, height=spec.height, rotate=rotate)
+        try:
+            # luma keeps every device it builds (an atexit hook), also one whose start-up
+            # failed: ~300 KB each, which a display retried every 10 s (KeptDisplay) must
+            # not cost. On I2C a display that does not answer is found before that, by a
+            # NOP (0xE3 on both controllers); SPI has no acknowledgement to wait for.
+            if spec.bus == "i2c":
+                serial.command(NOP)
+            return driver(serial, width=spec.width, height=spec.height, rotate=rotate)
+        except BaseException:
+            if opened is not None:  # the bus's file, and an SPI display's GPIO lines
+                with contextlib.suppress(Exception):
+                    opened.cleanup()
+            raise
     except (luma.core.error.DeviceDisplayModeError, luma.core.error.DeviceAddressError,
             AssertionError) as exc:
         raise DisplayConfigError(f"{where}: {exc or 'unsupported setting'} (size "
@@ -264,16 +284,18 @@ class Display:
 
     ``frames_shown`` and ``frames_skipped`` count the two outcomes of :meth:`show`;
     ``last_image`` is the frame the display shows. Errors from the device while pushing
-    become :class:`DisplayError` (and the frame counts as not shown, so the next
-    :meth:`show` tries again).
+    become :class:`DisplayError` whose message starts with ``name`` (and the frame counts
+    as not shown, so the next :meth:`show` tries again).
     """
 
     def __init__(self, device: LumaDevice,
-                 renderer: Callable[[View], Image.Image] = render) -> None:
+                 renderer: Callable[[View], Image.Image] = render, *,
+                 name: str = "display") -> None:
         if tuple(device.size) != (128, 64):
-            raise DisplayConfigError(f"display of {device.size[0]}x{device.size[1]}: the "
-                                     f"screens are drawn for 128x64")
+            raise DisplayConfigError(f"{name}: {device.size[0]}x{device.size[1]} pixels, but "
+                                     f"the screens are drawn for 128x64")
         self.device = device
+        self.name = name
         self._render = renderer
         self._last: bytes | None = None
         self.last_image: Image.Image | None = None
@@ -291,7 +313,7 @@ class Display:
             self.device.display(image)
         except (luma.core.error.Error, OSError) as exc:
             self._last = None
-            raise DisplayError(f"display: frame not shown: {type(exc).__name__}: {exc}"
+            raise DisplayError(f"{self.name}: frame not shown: {type(exc).__name__}: {exc}"
                                ) from exc
         self._last = data
         self.last_image = image
@@ -302,6 +324,110 @@ class Display:
         """Forget the last frame, so the next :meth:`show` pushes even an unchanged one
         (after the display was reset or power-cycled)."""
         self._last = None
+
+
+RETRY_S = 10.0
+
+
+class KeptDisplay:
+    """The OLED for as long as the pedal runs, there or not: a :class:`~firmware.pedal.
+    Screen` whose :meth:`show` never raises for a display that is missing or failing.
+
+    ``opener`` returns a new luma device (``lambda: open_display(spec)``); it is called by
+    :meth:`open` and then, while there is no display, by :meth:`show` once every
+    ``retry_s`` seconds of ``clock`` (never more often: a failing I2C open costs
+    milliseconds that the frame loop, and the switches' holds it finds, must not lose every
+    frame). A frame that fails drops the device, and the next attempt opens it anew, which
+    also starts a controller that lost its power with a loose cable.
+
+    Each outage is said once through ``say``, and its end too (``display: back``); the
+    frame after it is pushed whole. A :class:`DisplayConfigError` from the first
+    :meth:`open` is raised (a setting that no retry can fix); one that only appears later,
+    when a display answers at last, is said and the display left alone.
+
+    >>> said = []
+    >>> kept = KeptDisplay(dummy_display, said.append)
+    >>> kept.open(), kept.show(View(status=None)), said
+    (True, True, [])
+    """
+
+    def __init__(self, opener: Callable[[], LumaDevice], say: Callable[[str], None], *,
+                 name: str = "display", retry_s: float = RETRY_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 renderer: Callable[[View], Image.Image] = render) -> None:
+        self._opener = opener
+        self._say = say
+        self.name = name
+        self.retry_s = retry_s
+        self._clock = clock
+        self._render = renderer
+        self.display: Display | None = None
+        self.outages = 0  # how many times the display went (or was not there at first)
+        self.attempts = 0  # calls of the opener
+        self._retry_at = 0.0
+        self._down = False  # an outage was said and has not ended
+        self._given_up = False
+
+    @property
+    def shown(self) -> bool:
+        """Whether a display is there to draw on."""
+        return self.display is not None
+
+    def open(self) -> bool:
+        """Open the display now; False (said once) when it cannot be. Raises
+        :class:`DisplayConfigError` for a spec no driver can do."""
+        self.attempts += 1
+        try:
+            device = self._opener()
+            display = Display(device, self._render, name=self.name)
+        except DisplayError as exc:
+            self._lost(exc)
+            return False
+        display.invalidate()  # whatever the controller shows, the next frame is pushed
+        self.display = display
+        if self._down:
+            self._down = False
+            self._say("display: back")
+        return True
+
+    def show(self, view: View) -> bool:
+        """Draw ``view`` if there is a display (opening it again when it is time);
+        returns whether a frame was pushed."""
+        if self.display is None:
+            if self._given_up or self._clock() < self._retry_at:
+                return False
+            try:
+                if not self.open():
+                    return False
+            except DisplayConfigError as exc:
+                self._given_up = True
+                self._say(f"display: {exc}; running without a screen (a setting to "
+                          f"change: not trying again)")
+                return False
+            assert self.display is not None
+        try:
+            return self.display.show(view)
+        except DisplayError as exc:
+            self._release(self.display.device)
+            self.display = None
+            self._lost(exc)
+            return False
+
+    def _lost(self, exc: DisplayError) -> None:
+        self._retry_at = self._clock() + self.retry_s
+        if not self._down:
+            self._down = True
+            self.outages += 1
+            self._say(f"display: {exc}; running without a screen, trying again every "
+                      f"{self.retry_s:g} s")
+
+    @staticmethod
+    def _release(device: Any) -> None:
+        """Close a dropped device's bus (its file, an SPI display's GPIO lines) so the next
+        open can have them; without switching the display off, which would only fail."""
+        with contextlib.suppress(Exception):
+            device.persist = True
+            device.cleanup()
 
 
 # ------------------------------------------------------------------- reading asciiblock

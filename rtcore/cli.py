@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
                    choices=("terminal", "window", "headless"),
                    help="no GPIO or OLED: mock pins driven by the keyboard, the screen in "
                    "the terminal (default), a window, or nowhere (headless)")
+    p.add_argument("--headless-without-gpio", action="store_true",
+                   help="where there is no Raspberry Pi GPIO pin controller (another board, "
+                   "a VM), run as --emulate headless instead of stopping (the image's "
+                   "service, the same on every machine)")
     p.add_argument("--fps", type=float, default=30.0, help="frames a second (default 30)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
 
@@ -218,6 +222,7 @@ def _pedal(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return run_pedal(engine=args.engine, data_dir=args.data_dir or default_data_dir(),
                      pinmap=args.pinmap, keymap=args.keymap, emulate=args.emulate,
                      fps=args.fps, seconds=args.seconds,
+                     headless_without_gpio=args.headless_without_gpio,
                      out=lambda line: print(line, file=sys.stderr, flush=True))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -22,11 +23,15 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops
 
+from firmware.app import run_pedal
+from firmware.controls import mock_factory
 from firmware.display import (
     Display,
     DisplayConfigError,
     DisplayError,
+    KeptDisplay,
     decode_asciiblock,
+    display_name,
     dummy_display,
     open_display,
     terminal_display,
@@ -108,6 +113,26 @@ def test_a_display_that_does_not_answer_names_bus_and_address() -> None:
     assert isinstance(err.value, OSError)
 
 
+def test_a_display_that_does_not_answer_costs_no_luma_device() -> None:
+    # luma keeps every device it builds until exit; a display retried every 10 s that
+    # built one per attempt would hold ~300 KB more each time
+    import gc
+
+    def devices() -> int:
+        gc.collect()
+        return sum(type(o).__name__ == "ssd1306" for o in gc.get_objects())
+
+    before = devices()
+    for _ in range(3):
+        with pytest.raises(DisplayError):
+            open_display(spec(), serial_interface=RecordingSerial(OSError(121, "NACK")))
+    assert devices() == before
+    serial = RecordingSerial()
+    open_display(spec(), serial_interface=serial)
+    assert serial.commands[0] == 0xE3  # the NOP that asked, then the driver's start-up
+    assert devices() == before + 1
+
+
 def test_a_missing_i2c_bus_names_bus_and_address() -> None:
     # no /dev/i2c-97 here: smbus2 cannot open it (or is not installed at all); either way
     # the message names the bus and the address
@@ -161,6 +186,158 @@ def test_display_errors_are_translated_and_the_frame_is_retried() -> None:
     device.fail = False
     assert display.show(view) is True and device.shown == 1
     assert display.frames_shown == 1
+
+
+# ----------------------------------------------------------------------------- KeptDisplay
+
+
+class Clock:
+    """The display's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Bench:
+    """An OLED that the test plugs in and pulls out: while it is out the opener is the real
+    ``open_display`` on a bus that is not there (I2C 97); in, it is the driver on a
+    :class:`RecordingSerial`, which can also start failing like a loose cable."""
+
+    def __init__(self) -> None:
+        self.plugged = False
+        self.serial = RecordingSerial()
+        self.opened = 0
+
+    def open(self) -> Any:
+        self.opened += 1
+        if not self.plugged:
+            return open_display(spec(i2c_port=97))
+        return open_display(spec(), serial_interface=self.serial)
+
+
+def missing_bus_message() -> str:
+    with pytest.raises(DisplayError) as err:
+        open_display(spec(i2c_port=97))
+    return str(err.value)
+
+
+RETRYING = "; running without a screen, trying again every 10 s"
+
+
+def test_a_missing_display_is_said_once_and_tried_every_10_s_until_it_is_back() -> None:
+    bench, clock, said = Bench(), Clock(), []
+    kept = KeptDisplay(bench.open, said.append, name=display_name(spec()), clock=clock)
+    view = View(status=busy_status(0), selected=(1, 1))
+    assert kept.open() is False and not kept.shown
+    assert said == [f"display: {missing_bus_message()}{RETRYING}"]
+    assert "I2C bus 97 at address 0x3C" in said[0]
+    # no attempt inside the 10 s, however many frames
+    for dt in (0.0, 1.0, 5.0, 9.99):
+        clock.now = 500.0 + dt
+        assert kept.show(view) is False
+    assert bench.opened == 1
+    # at 10 s one attempt, which fails again: nothing said, the next one 10 s later
+    clock.now = 510.0
+    assert kept.show(view) is False and bench.opened == 2
+    clock.now = 519.9
+    bench.plugged = True
+    assert kept.show(view) is False and bench.opened == 2
+    assert len(said) == 1
+    # plugged in: found at the next attempt, said, and the frame pushed
+    clock.now = 520.0
+    assert kept.show(view) is True and bench.opened == 3
+    assert said[1:] == ["display: back"]
+    assert bench.serial.data_bytes >= 128 * 64 // 8
+    # then frames as ever: an unchanged one is skipped, no more attempts
+    clock.now = 600.0
+    assert kept.show(view) is False and bench.opened == 3
+    assert kept.outages == 1
+
+
+def test_a_failing_frame_drops_the_display_until_it_opens_again() -> None:
+    bench, clock, said = Bench(), Clock(), []
+    bench.plugged = True
+    kept = KeptDisplay(bench.open, said.append, name=display_name(spec()), clock=clock)
+    view = View(status=busy_status(0), selected=(1, 1))
+    assert kept.open() is True and kept.show(view) is True and said == []
+    # the cable comes loose: the frame fails, the pedal goes on without a screen
+    bench.serial.fail = OSError(121, "Remote I/O error")
+    moved = dataclasses.replace(view, selected=(2, 1))
+    assert kept.show(moved) is False and not kept.shown
+    assert said == ["display: ssd1306 on I2C bus 1 at address 0x3C: frame not shown: "
+                    f"OSError: [Errno 121] Remote I/O error{RETRYING}"]
+    clock.now += 9.9
+    assert kept.show(moved) is False and bench.opened == 1
+    clock.now += 0.1  # an attempt; the controller does not answer its start-up commands
+    assert kept.show(moved) is False and bench.opened == 2
+    assert len(said) == 1  # once per outage
+    # back in: the display is started anew and the frame pushed whole
+    bench.serial.fail = None
+    pushed = bench.serial.data_bytes
+    clock.now += 10.0
+    assert kept.show(moved) is True and bench.opened == 3
+    assert said[1:] == ["display: back"]
+    assert bench.serial.data_bytes - pushed >= 128 * 64 // 8
+    assert kept.display is not None and kept.display.last_image is not None
+    assert kept.display.last_image.tobytes() == render(moved).tobytes()
+    # a second outage is said again
+    bench.serial.fail = OSError(5, "Input/output error")
+    assert kept.show(view) is False
+    assert said[2].endswith(f"Input/output error{RETRYING}") and kept.outages == 2
+
+
+def test_a_display_setting_no_driver_can_do_is_fatal_at_start() -> None:
+    kept = KeptDisplay(lambda: open_display(spec(driver="ssd1309")), [].append)
+    with pytest.raises(DisplayConfigError, match="ssd1309"):
+        kept.open()
+
+
+def test_a_wrong_setting_found_only_later_is_said_and_not_retried() -> None:
+    clock, said = Clock(), []
+    answers = [lambda: open_display(spec(i2c_port=97)), lambda: dummy_display(128, 32)]
+    kept = KeptDisplay(lambda: answers.pop(0)(), said.append, name=display_name(spec()),
+                       clock=clock)
+    assert kept.open() is False
+    clock.now += 10
+    assert kept.show(View(status=None)) is False
+    assert said[1] == ("display: ssd1306 on I2C bus 1 at address 0x3C: 128x32 pixels, but "
+                       "the screens are drawn for 128x64; running without a screen (a "
+                       "setting to change: not trying again)")
+    clock.now += 100
+    assert kept.show(View(status=None)) is False and kept.attempts == 2
+
+
+def test_the_pedal_runs_on_without_its_display(tmp_path: Path) -> None:
+    """``run_pedal`` on the Pi's path (mock pins injected) with the OLED's bus missing: it
+    says so once, keeps its frames going, and a footswitch still acts."""
+    factory = mock_factory()
+    lines: list[str] = []
+    pm_fs1 = 17  # rpi4: FS1 on GPIO17
+
+    def press() -> None:
+        factory.pin(pm_fs1).drive_low()
+        time.sleep(0.05)
+        factory.pin(pm_fs1).drive_high()
+
+    foot = threading.Timer(0.5, press)
+    foot.start()
+    try:
+        rc = run_pedal(engine="127.0.0.1:9", data_dir=tmp_path, pinmap="rpi4", seconds=1.5,
+                       pin_factory=factory, open_screen=lambda: open_display(spec(
+                           i2c_port=97)), out=lines.append)
+    finally:
+        foot.join()
+        factory.close()
+    assert rc == 0
+    assert lines[0] == f"ouro pedal: display: {missing_bus_message()}{RETRYING}"
+    assert lines[1].startswith("ouro pedal: rpi4 pin map rpi4.toml")
+    assert len(lines) == 3, lines
+    frames, gestures = (int(w) for w in re.findall(
+        r"stopped after (\d+) frames, (\d+) gestures", lines[2])[0])
+    assert frames >= 10 and gestures == 1
 
 
 def test_display_wants_128x64() -> None:
