@@ -595,9 +595,13 @@ def test_an_xrun_while_recording_leaves_its_gap_in_the_loop(server: JackServer,
     that differ are exactly those the engine's own frame-time events name: the cycle that
     found the jump plays the block it expected (FrameClock cannot tell a late read from a
     miss until the next cycle), so the input of that one cycle lands where it was expected,
-    and the confirmed gap that follows is silence. This is the pattern a test sees when a
-    recording was disturbed, and why a loop is judged before anything else is
-    (record_judged_loop)."""
+    and the confirmed gap that follows is silence. The cycle that confirms the jump is the
+    JACK cycle it read, so the late one was the cycle before it: after a freeze JACK may
+    run the overdue client twice in a row, both reading the newer cycle's time (events
+    ``(t, e, g + block), (t, e + block, g)``), or once late and once on time (``(t, e, g),
+    (t + block, e + block, g)``); either way ``g`` frames are silence. This is the pattern a
+    test sees when a recording was disturbed, and why a loop is judged before anything else
+    is (record_judged_loop)."""
     reasons = []
     for attempt in range(4):
         rig = Rig(server.name, tmp_path / f"try{attempt}")
@@ -619,7 +623,8 @@ def _judge_a_gap(rig: Rig) -> str | None:
     origin, latency = st["jack"]["frame_time_origin"], st["latency_frames"]
     # the counts before the recording begins: a miss anywhere in it leaves a hole too
     time.sleep(2 * STATUS_CACHE_S)
-    engine0 = rig.status()["jack"]["frame_time_anomalies"]
+    before = rig.status()
+    engine0, missed0 = before["jack"]["frame_time_anomalies"], before["missed_frames"]
     player0 = rig.player.clock.anomalies
     start_recording(rig)
     time.sleep(0.5)
@@ -637,8 +642,15 @@ def _judge_a_gap(rig: Rig) -> str | None:
     # it recorded, or a cycle the player missed (it is the source), is the machine's own
     if len(events) != 2 or rig.player.clock.anomalies != player0:
         return f"the recording saw other misses; {rig.diagnosis()}"
-    (read, expected, gap), (_, _, confirmed) = events
-    assert confirmed == gap == rig.status()["missed_frames"], events
+    block = rig.status()["block_size"]
+    (read, expected, gap), (read2, expected2, confirmed) = events
+    # the engine's own account must hold together: the confirming cycle came one block of
+    # the engine's time later, read the time of the cycle after the late one, and the frames
+    # it counted missed are the gap between them
+    assert expected2 == expected + block, events
+    assert (read2, gap) in ((read + block, confirmed), (read, confirmed + block)), events
+    assert confirmed == rig.status()["missed_frames"] - missed0, events
+    late_source = read2 - block  # the JACK cycle whose input the late callback recorded
     # judge one whole pass that no missed cycle touched
     for _ in range(4):
         trouble0 = rig.trouble()
@@ -656,13 +668,13 @@ def _judge_a_gap(rig: Rig) -> str | None:
         assert np.unique(pos).size == length
         where = np.arange(length, dtype=np.int64)
         late = int(expected - origin - f0 - latency) % length  # the late cycle's position
-        block = rig.status()["block_size"]
         for ch in (0, 1):
             out = np.zeros(length, np.float32)
             out[pos] = ys[keep, ch]
             want = probe_signal(origin + f0 + latency + where, ch)
-            want[late:late + block] = probe_signal(read + np.arange(block, dtype=np.int64), ch)
-            want[late + block:late + block + gap] = 0.0
+            want[(late + np.arange(block)) % length] = probe_signal(
+                late_source + np.arange(block, dtype=np.int64), ch)
+            want[(late + block + np.arange(confirmed)) % length] = 0.0
             wrong = np.flatnonzero(out != want)
             assert wrong.size == 0, (f"channel {ch}: {wrong.size} samples differ from the input "
                                      f"with the gap at loop position {late}, first at "
