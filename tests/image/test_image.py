@@ -1,12 +1,25 @@
-"""The pedal's image, as a musician would flash it: ``image/build`` makes the amd64 twin of
-the Pi's image, QEMU boots it (TCG, no KVM) with the kernel and initrd beside the disk, and
-the test checks the running system through the serial console and the engine's OSC port:
-all services active, the root file system read-only and /data writable (and grown to the
-disk), a loop recorded over OSC still there after the power is cut. The arm64 image is built
-too and checked without booting: partition table, boot files, config.txt, arm64 binaries,
-units enabled.
+"""The pedal's images, as a musician would flash them, booted in QEMU (TCG, no KVM):
 
-A failed wait or check on the booted image says what it waited for, for how long, what it
+- amd64, the Pi image's test twin: ``qemu-system-x86_64`` with the kernel and initrd beside
+  the disk, the disk on virtio.
+- arm64, the Pi's own image: ``qemu-system-aarch64 -M virt`` (Cortex-A72) with the kernel
+  and initrd from the card's boot partition and the card on USB storage (``qemu-xhci`` +
+  ``usb-storage``). USB, not virtio: the Pi's initramfs holds the modules that reach the
+  root on the Pi (SD card and USB, image/build's ``MODULES=list``), and a Pi 4 boots from a
+  USB drive too, so the test goes the way a pedal can, and the image carries no driver that
+  only the test needs.
+- arm64 on ``-M raspi3b``: QEMU's Raspberry Pi 3 (BCM2837) with the card as its SD card and
+  Debian's own device tree for it: the Pi's SD path, the Pi's real GPIO controller
+  (``pinctrl-bcm2835``) under the pedal process, and no OLED wired.
+
+Both full boots get the same checks through the serial console and the engine's OSC port:
+the root and data file systems checked by fsck at boot (marked as having errors before the
+first boot), all services active and none restarted (``NRestarts=0``), the root file system
+read-only and /data writable (and grown to the card), a loop recorded over OSC still there
+after the power is cut. The arm64 image is also checked without booting: partition table,
+boot files, config.txt, arm64 binaries, units enabled.
+
+A failed wait or check on a booted image says what it waited for, for how long, what it
 last saw, and how the machine was (``Machine.wait_for``, ``Machine.failure``,
 ``Machine.report``): the serial console's last lines, the units' states and logs, QEMU's
 exit status and stderr (kept in a file in the test's tmp_path, beside the console's log).
@@ -28,7 +41,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,9 +53,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow, pytest.mark.image,
     pytest.mark.skipif(os.geteuid() != 0, reason="image/build needs root"),
-    pytest.mark.timeout(2700),  # the arm64 build: about 12-18 min here, downloads included
+    # the arm64 build (12-18 min here, downloads included), then two boots of it
+    pytest.mark.timeout(3600),
 ]
 BOOT_TIMEOUT_S = 600  # TCG on two cores: the kernel, systemd, jackd and the engine
+# the engine's first start on arm64 compiles its kernels under emulation: about 210 s on
+# virt when nothing else runs here, 510 s seen with the other core busy
+ENGINE_TIMEOUT_S = {"amd64": BOOT_TIMEOUT_S, "arm64": 1200}
 GROW_MB = 256  # the "card" is this much bigger than the image: /data takes it at first boot
 
 
@@ -84,6 +101,7 @@ class Serial:
         self.sock = sock
         self.sock.settimeout(None)
         self.text = ""
+        self.quiet = False  # kernel messages still printed on the console
         self._lock = threading.Lock()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -102,6 +120,10 @@ class Serial:
     def run(self, command: str, timeout_s: float = 120) -> tuple[int, str]:
         """The exit code and output of ``command``; raises NoAnswer after ``timeout_s``."""
         mark = uuid.uuid4().hex[:12]
+        if not self.quiet:
+            # kernel messages stop going to the console, where they land in the middle of a
+            # command's output (dmesg and the journal keep them)
+            command = f"dmesg -n 1; {command}"
         with self._lock:
             start = len(self.text)
         self.sock.sendall(f"echo {mark}-B; {command}; echo {mark}-E-$?\n".encode())
@@ -112,6 +134,7 @@ class Serial:
                 m = pattern.search(self.text, start)
                 partial = self.text[start:]
             if m:
+                self.quiet = True
                 return int(m.group(2)), m.group(1).replace("\r", "")
             if time.monotonic() >= deadline:
                 raise NoAnswer(command, timeout_s, partial)
@@ -146,9 +169,79 @@ def shown(value: object, limit: int = 4000) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+class Qemu:
+    """How one board is started: QEMU's command line without its serial port and network,
+    the network card that carries the OSC forward, and which of the board's serial ports
+    holds the console (the ones before it are left unconnected)."""
+
+    def __init__(self, argv: list[str], nic: str, console_port: int = 0):
+        self.argv, self.nic, self.console_port = argv, nic, console_port
+
+
+def amd64_board(image_dir: Path, disk: Path) -> Qemu:
+    """The amd64 image: the kernel and initrd beside the disk, the disk on virtio."""
+    cmdline = (image_dir / "cmdline.txt").read_text().strip()
+    return Qemu(["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+                 "-m", "1536", "-kernel", str(image_dir / "vmlinuz"),
+                 "-initrd", str(image_dir / "initrd.img"), "-append", cmdline,
+                 "-drive", f"file={disk},format=raw,if=virtio,cache=writeback"],
+                "virtio-net-pci,netdev=n0,romfile=")  # no iPXE ROM needed
+
+
+def virt_board(boot: PiBoot, disk: Path) -> Qemu:
+    """The Pi image on QEMU's virt board: the card on USB storage behind an xHCI controller
+    (as a USB drive on a Pi 4), the console on the board's PL011 (ttyAMA0)."""
+    cmdline = boot.cmdline.replace("console=ttyS1,115200", "console=ttyAMA0,115200")
+    return Qemu(["qemu-system-aarch64", "-M", "virt", "-accel", "tcg", "-cpu", "cortex-a72",
+                 "-smp", "2", "-m", "2048", "-kernel", str(boot.kernel),
+                 "-initrd", str(boot.initrd), "-append", cmdline,
+                 "-drive", f"if=none,id=card,file={disk},format=raw,cache=writeback",
+                 "-device", "qemu-xhci", "-device", "usb-storage,drive=card"],
+                "virtio-net-pci,netdev=n0,romfile=")
+
+
+def raspi3b_board(boot: PiBoot, disk: Path) -> Qemu:
+    """The Pi image on QEMU's Raspberry Pi 3: the card as its SD card, Debian's device tree
+    for the board, the console on the mini UART (ttyS1, the board's second serial port,
+    as on a real Pi with Bluetooth on), the network on QEMU's usb-net (usb0)."""
+    return Qemu(["qemu-system-aarch64", "-M", "raspi3b", "-accel", "tcg",
+                 "-kernel", str(boot.kernel), "-initrd", str(boot.initrd),
+                 "-dtb", str(boot.pi3_dtb), "-append", boot.cmdline,
+                 "-drive", f"if=sd,file={disk},format=raw,cache=writeback"],
+                "usb-net,netdev=n0", console_port=1)
+
+
+class PiBoot:
+    """What QEMU needs from the Pi image to boot it without the Pi's firmware: the kernel,
+    initrd and cmdline.txt from the card's boot partition, and Debian's Raspberry Pi 3
+    device tree from the root file system (the card's boot partition has the Pi 4's and
+    5's only)."""
+
+    def __init__(self, image: Path, into: Path):
+        table = sfdisk_json(image)["partitions"]
+        boot_off, root_off = table[0]["start"] * 512, table[1]["start"] * 512
+        into.mkdir(parents=True, exist_ok=True)
+        mtools = {"MTOOLS_SKIP_CHECK": "1", **os.environ}
+        for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
+            subprocess.run(["mcopy", "-n", "-i", f"{image}@@{boot_off}", f"::/{name}",
+                            str(into / name)], check=True, env=mtools)
+        self.kernel, self.initrd = into / "vmlinuz", into / "initrd.img"
+        self.cmdline = (into / "cmdline.txt").read_text().strip()
+        root = f"{image}?offset={root_off}"  # e2fsprogs opens a file system inside a file
+        lib = subprocess.run(["debugfs", "-R", "ls -p /usr/lib", root], check=True,
+                             capture_output=True, text=True).stdout
+        (kernel_dir,) = {f.split("/")[5] for f in lib.splitlines() if f.count("/") >= 6
+                         and f.split("/")[5].startswith("linux-image-")}
+        self.pi3_dtb = into / "bcm2837-rpi-3-b.dtb"
+        subprocess.run(["debugfs", "-R", f"dump /usr/lib/{kernel_dir}/broadcom/"
+                        f"{self.pi3_dtb.name} {self.pi3_dtb}", root], check=True,
+                       capture_output=True)
+        assert self.pi3_dtb.stat().st_size > 10_000, self.pi3_dtb
+
+
 class Machine:
-    """The amd64 image booted in qemu-system-x86_64 (TCG): OSC on a forwarded UDP port, the
-    root shell on the serial console.
+    """An image booted in QEMU (TCG): OSC on a forwarded UDP port, the root shell on the
+    serial console.
 
     Every wait goes through :meth:`wait_for` and every check's message through
     :meth:`failure`, so that a failed test says what it waited for, for how long, what it
@@ -156,13 +249,10 @@ class Machine:
     units' states and logs as the guest's root shell tells them, QEMU's status and stderr.
     """
 
-    def __init__(self, image_dir: Path, disk: Path, logs: Path, name: str = "boot"):
+    def __init__(self, board: Qemu, logs: Path, name: str = "boot"):
         self.name = name
         self.osc_port = free_port(socket.SOCK_DGRAM)
         serial_port = free_port(socket.SOCK_STREAM)
-        cmdline = (image_dir / "cmdline.txt").read_text().strip() if (
-            image_dir / "cmdline.txt").exists() else ""
-        append = cmdline or "console=ttyS0 root=LABEL=ouro-root ro rootwait"
         self.stderr_path = logs / f"qemu-{name}.stderr"
         self.serial_log = logs / f"serial-{name}.log"
         self.serial: Serial | None = None
@@ -170,13 +260,10 @@ class Machine:
         self.started = time.monotonic()
         with open(self.stderr_path, "wb") as stderr:  # a file: a full pipe would block QEMU
             self.proc = subprocess.Popen(
-                ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2",
-                 "-m", "1536", "-nodefaults", "-display", "none", "-no-reboot",
-                 "-kernel", str(image_dir / "vmlinuz"),
-                 "-initrd", str(image_dir / "initrd.img"), "-append", append,
-                 "-drive", f"file={disk},format=raw,if=virtio,cache=writeback",
+                [*board.argv, "-nodefaults", "-display", "none", "-no-reboot",
                  "-netdev", f"user,id=n0,hostfwd=udp:127.0.0.1:{self.osc_port}-:9951",
-                 "-device", "virtio-net-pci,netdev=n0,romfile=",  # no iPXE ROM needed
+                 "-device", board.nic,
+                 *["-serial", "null"] * board.console_port,
                  "-serial", f"tcp:127.0.0.1:{serial_port},server=on,wait=off"],
                 stdout=subprocess.DEVNULL, stderr=stderr)
         try:
@@ -287,10 +374,10 @@ class Machine:
                         ANSI.sub("", text).rstrip("\n")]
         return "\n".join(out)
 
-    def wait_engine(self) -> dict[str, Any]:
+    def wait_engine(self, timeout_s: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
         return self.wait_for(
             f"the engine to answer /ouro/status (OSC, UDP 127.0.0.1:{self.osc_port})",
-            self.osc.status, lambda _: True, BOOT_TIMEOUT_S, every_s=0,
+            self.osc.status, lambda _: True, timeout_s, every_s=0,
             retry_on=(EngineUnreachable,))
 
     def pull_the_plug(self) -> None:
@@ -318,17 +405,6 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build("arm64", tmp_path_factory.mktemp("image-arm64"))
 
 
-@pytest.fixture
-def disk(amd64: Path, tmp_path: Path) -> Iterator[Path]:
-    """A copy of the built image, GROW_MB larger (a bigger card)."""
-    copy = tmp_path / "card.img"
-    subprocess.run(["cp", "--sparse=always", str(amd64 / "ouroboros-amd64.img"), str(copy)],
-                   check=True)
-    with open(copy, "r+b") as f:
-        f.truncate(copy.stat().st_size + GROW_MB * (1 << 20))
-    yield copy
-
-
 EM_AARCH64 = b"\xb7\x00"  # ELF e_machine 183, little-endian
 
 
@@ -344,13 +420,79 @@ def sfdisk_json(image: Path) -> dict[str, Any]:
     return table
 
 
-def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_cut(
-        amd64: Path, disk: Path, tmp_path: Path) -> None:
-    manifest = json.loads((amd64 / "manifest.json").read_text())
+def card(image: Path, into: Path, *, size_mb: int | None = None) -> Path:
+    """A copy of the built image on a bigger card: GROW_MB larger, or ``size_mb`` in all
+    (an SD card in QEMU's raspi boards must be a power of two)."""
+    copy = into / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
+    with open(copy, "r+b") as f:
+        f.truncate(size_mb << 20 if size_mb else copy.stat().st_size + (GROW_MB << 20))
+    return copy
+
+
+def mark_damaged(disk: Path) -> None:
+    """Sets the error flag of the root and data file systems, as the kernel does when it
+    finds damage (``tune2fs -E force_fsck``): the next boot must check and repair both."""
+    parts = sfdisk_json(disk)["partitions"]
+    for part in parts[1:]:
+        fs = f"{disk}?offset={part['start'] * 512}"
+        subprocess.run(["tune2fs", "-E", "force_fsck", fs], check=True, capture_output=True)
+        state = subprocess.run(["dumpe2fs", "-h", fs], check=True, capture_output=True,
+                               text=True).stdout
+        assert "with errors" in state, state
+
+
+OURO_UNITS = ["jackd", "ouro-engine", "ouro-pedal", "ouro-grow-data", "ouro-cpu-performance"]
+
+
+def check_not_restarted(vm: Machine, units: list[str] = OURO_UNITS) -> None:
+    """Every one of ``units`` active and never restarted since boot (``NRestarts=0``): a
+    unit that crashes and comes back is active again a second later, and only its restart
+    count tells."""
+    __tracebackhide__ = True
+    rc = vm.run("systemctl show --no-pager -p Id,ActiveState,NRestarts " + " ".join(units))
+    shown_units = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+                   for block in rc[1].strip().split("\n\n")]
+    got = {u.get("Id", "?"): (u.get("ActiveState"), u.get("NRestarts")) for u in shown_units}
+    want = {f"{u}.service": ("active", "0") for u in units}
+    assert got == want, vm.failure(f"{', '.join(units)} active with NRestarts=0", got)
+
+
+def check_file_systems_checked(vm: Machine) -> None:
+    """The root file system checked by the initramfs before it was mounted, /data by
+    systemd-fsck@, and both repaired: the error flags that :func:`mark_damaged` set are
+    gone."""
+    __tracebackhide__ = True
+    forced = "{} contains a file system with errors, check forced."
+    rc = vm.run("test -e /run/initramfs/fsck-root && cat /run/initramfs/fsck.log")
+    assert rc[0] == 0 and forced.format("ouro-root") in rc[1], vm.failure(
+        "the initramfs's fsck of ouro-root (/run/initramfs/fsck-root, fsck.log)", rc)
+    rc = vm.run("journalctl -b --no-pager -o cat -u 'systemd-fsck@*'")
+    assert forced.format("ouro-data") in rc[1], vm.failure(
+        "systemd-fsck@ checking ouro-data", rc)
+    for label in ("ouro-root", "ouro-data"):
+        rc = vm.run(f"dumpe2fs -h /dev/disk/by-label/{label} 2>/dev/null "
+                    "| grep '^Filesystem state:'")
+        assert rc[0] == 0 and "error" not in rc[1], vm.failure(
+            f"{label}'s error flag cleared by fsck", rc)
+    rc = vm.run("dmesg | grep -c 'mounting fs with errors' || true")
+    assert rc[1].strip() == "0", vm.failure("no file system mounted with errors", rc)
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_the_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_cut(
+        arch: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    image_dir: Path = request.getfixturevalue(arch)
+    image = image_dir / f"ouroboros-{arch}.img"
+    manifest = json.loads((image_dir / "manifest.json").read_text())
     data_mb = manifest["disk"]["partitions"]["data"]
-    vm = Machine(amd64, disk, tmp_path, "boot1")
+    disk = card(image, tmp_path)
+    mark_damaged(disk)
+    board = (amd64_board(image_dir, disk) if arch == "amd64"
+             else virt_board(PiBoot(image, tmp_path / "boot"), disk))
+    vm = Machine(board, tmp_path, "boot1")
     try:
-        st = vm.wait_engine()
+        st = vm.wait_engine(ENGINE_TIMEOUT_S[arch])
         assert st["jack"]["state"] == "running", vm.failure("jackd running", st["jack"])
         # the services, through the serial console's root shell
         units = ["jackd", "ouro-engine", "ouro-pedal", "avahi-daemon", "systemd-networkd",
@@ -361,12 +503,16 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
         assert rc[1].split() == ["active"] * len(units), vm.failure("all units active", rc)
         rc = vm.run("systemctl --failed --no-legend --plain | wc -l")
         assert rc == (0, "0\n"), vm.failure("no failed units", rc)
+        check_file_systems_checked(vm)
         # ssh is off unless a key was given at build time
         rc = vm.run("systemctl is-enabled ssh")
         assert rc[1].strip() == "disabled", vm.failure("ssh disabled", rc)
-        # the pedal runs headless here (no GPIO in QEMU), as the pedal service's log says
-        rc = vm.run("journalctl -b -u ouro-pedal --no-pager | tail -n 5")
-        assert "headless" in rc[1], vm.failure("'headless' in the pedal's log", rc)
+        # the pedal runs headless here, and says why: no gpiochip on amd64; on virt a
+        # PL061, which is not the Pi's pin controller
+        rc = vm.run("journalctl -b -u ouro-pedal --no-pager -o cat | grep 'ouro pedal: '")
+        assert "headless (mock pins)" in rc[1], vm.failure("the pedal's log: headless", rc)
+        if arch == "arm64":
+            assert "pl061" in rc[1], vm.failure("the pedal's log naming virt's PL061", rc)
         # / is read-only, /data is writable and took the rest of the disk
         rc = vm.run("findmnt -n -o OPTIONS /")
         assert rc[1].split(",")[0] == "ro", vm.failure("/ mounted read-only", rc)
@@ -420,11 +566,12 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
                     "test -n \"$f\" && truncate -s 3 \"$f\" && sync && echo \"$f\"")
         assert rc[0] == 0, vm.failure("a numba cache index to damage", rc)
         damaged = Path(rc[1].strip()).name
+        check_not_restarted(vm)
     finally:
         vm.pull_the_plug()  # the power, cut: no shutdown, no sync
-    again = Machine(amd64, disk, tmp_path, "boot2")
+    again = Machine(board, tmp_path, "boot2")
     try:
-        st = again.wait_engine()
+        st = again.wait_engine(ENGINE_TIMEOUT_S[arch])
         now = st["cells"][0][0]
         assert now["crc32"] == cell["crc32"], again.failure(
             f"cell 0,0's crc32 {cell['crc32']} after the power cut", now)
@@ -439,8 +586,47 @@ def test_the_amd64_image_boots_runs_the_pedal_and_keeps_a_loop_through_a_power_c
         assert rc == (0, "1\n"), again.failure(
             f"the engine's log telling once that it removed the damaged {damaged}",
             (rc, again.run("journalctl -b -u ouro-engine --no-pager")[1]))
+        check_not_restarted(again, ["jackd", "ouro-engine", "ouro-pedal"])
     finally:
         again.close()
+
+
+def test_the_pi_image_boots_from_a_raspberry_pi_3s_sd_card_and_the_pedal_keeps_its_gpio(
+        arm64: Path, tmp_path: Path) -> None:
+    """The Pi's SD path and the Pi's own GPIO controller under the pedal process: QEMU's
+    raspi3b (BCM2837, ``pinctrl-bcm2835``), no OLED wired. The engine is not waited for
+    (its first start compiles its kernels for about five minutes on this board)."""
+    image = arm64 / "ouroboros-arm64.img"
+    disk = card(image, tmp_path, size_mb=2048)
+    vm = Machine(raspi3b_board(PiBoot(image, tmp_path / "boot"), disk), tmp_path, "raspi3b")
+    try:
+        assert vm.serial is not None
+        serial = vm.serial
+        vm.wait_for("the root shell on the mini UART (ttyS1)", lambda: serial.run("true", 5),
+                    lambda rc: rc[0] == 0, BOOT_TIMEOUT_S, every_s=5, retry_on=(NoAnswer,))
+        rc = vm.run("findmnt -n -o SOURCE,OPTIONS /")
+        assert re.match(r"/dev/mmcblk\dp2 ro,", rc[1]), vm.failure("/ from the SD card, ro", rc)
+        rc = vm.run("test -e /run/initramfs/fsck-root && echo checked")
+        assert rc == (0, "checked\n"), vm.failure("the root checked by the initramfs", rc)
+        log = "journalctl -b -u ouro-pedal --no-pager -o cat | grep 'ouro pedal: '"
+        rc = vm.wait_for("the pedal on the Pi's GPIO controller (pinctrl-bcm2835) and "
+                         "running without a screen (no OLED wired)", lambda: vm.run(log),
+                         lambda rc: "pinctrl-bcm2835" in rc[1]
+                         and "running without a screen" in rc[1], BOOT_TIMEOUT_S, every_s=5)
+        assert "headless" not in rc[1], vm.failure("no headless pedal on a Pi", rc)
+        # a pedal that dies restarts a second later: give it the time to die, then count
+        time.sleep(20)
+        check_not_restarted(vm, ["ouro-pedal"])
+        # lgpio's notification FIFOs went to the pedal's runtime directory
+        rc = vm.run("find /run/ouro-pedal -type p -name '.lgd-nfy*' | wc -l")
+        assert rc[0] == 0 and int(rc[1]) >= 1, vm.failure(
+            "lgpio's FIFOs in /run/ouro-pedal", rc)
+        # the network on usb0 (QEMU's usb-net; a phone's USB tethering looks the same)
+        rc = vm.wait_for("an IPv4 address on usb0 (DHCP by systemd-networkd)",
+                         lambda: vm.run("ip -4 -o addr show dev usb0"),
+                         lambda rc: " inet " in rc[1], 120, every_s=2)
+    finally:
+        vm.close()
 
 
 def test_the_arm64_image_holds_a_pi_boot_partition_and_an_arm64_system(
@@ -479,6 +665,9 @@ def test_the_arm64_image_holds_a_pi_boot_partition_and_an_arm64_system(
     assert {"sdhci-iproc", "ext4", "usb-storage"} <= modules, sorted(modules)
     assert len(modules) < 200, len(modules)  # the Pi's list, not MODULES=most
     assert set(manifest["initramfs_modules"]) >= {"sdhci_iproc", "ext4"}
+    # ... and fsck for the root file system (the hook leaves it out unless told the type)
+    programs = {p.name for p in unpacked.rglob("*") if p.is_file()}
+    assert {"fsck", "fsck.ext4", "logsave"} <= programs, sorted(programs)
     loader = unpacked / "usr/lib/ld-linux-aarch64.so.1"
     assert e_machine(loader.read_bytes()) == EM_AARCH64
     assert e_machine((unpacked / "usr/bin/kmod").read_bytes()) == EM_AARCH64
