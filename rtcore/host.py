@@ -31,14 +31,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from threading import get_ident
-from typing import Any
+from typing import Any, Protocol
 
 import jack
 import numpy as np
 from numpy.typing import NDArray
 
 from rtcore import jackio
-from rtcore.engine import Engine
 from rtcore.errors import OuroError
 from rtcore.midi import MAX_MESSAGE_BYTES, MidiBuffer
 
@@ -49,6 +48,26 @@ FRAME_MASK = 0xFFFFFFFF  # JACK frame times are unsigned 32-bit and wrap
 HIST_US = 20000  # callback time histogram: 1 µs bins up to 20 ms, the last bin holds the rest
 CAPTURE, PLAYBACK = 0, 1  # jack_latency_callback_mode_t
 MAX_LATENCY_FRAMES = 48000
+
+
+class HostedEngine(Protocol):
+    """What :class:`JackHost` drives: the looper's :class:`rtcore.engine.Engine`, or the
+    companion's player. ``process`` is called from the audio thread with blocks of at most
+    ``block_size`` frames; ``skip`` after missed cycles; ``frame`` is the engine's own frame
+    count (to map JACK's frame times onto it); ``latency_frames`` is set from JACK's
+    latency."""
+
+    sample_rate: int
+    channels: int
+    block_size: int
+    frame: int
+    latency_frames: int
+
+    def process(self, inputs: NDArray[np.float32], main_out: NDArray[np.float32],
+                click_out: NDArray[np.float32], midi_in: MidiBuffer | None = None,
+                midi_out: MidiBuffer | None = None) -> None: ...
+
+    def skip(self, missed_frames: int) -> None: ...
 
 
 class HostError(OuroError, RuntimeError):
@@ -285,7 +304,7 @@ class JackHost:
         self.client = _open_client(client_name, server)
         self.sample_rate = int(self.client.samplerate)
         self.blocksize = int(self.client.blocksize)
-        self.engine: Engine | None = None
+        self.engine: HostedEngine | None = None
         self.state = "open"
         self.lost_reason = ""
         self.losses = 0
@@ -309,7 +328,7 @@ class JackHost:
 
     # ------------------------------------------------------------------ set-up
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: HostedEngine) -> None:
         """Register the ports, start the callback, connect. The engine's sample rate must
         be the server's."""
         if engine.sample_rate != self.sample_rate:
