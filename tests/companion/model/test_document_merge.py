@@ -1,0 +1,289 @@
+"""Two peers, two documents: concurrent edits merged in either order end in the same state,
+invariants repaired the same way on every peer, and undo that only ever reverts its own
+user's edits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from companion.model.document import REPAIR_ORIGIN, Project
+
+SRC = "sha256:" + "cd" * 32
+
+
+def sync(*peers: Project) -> None:
+    """Exchange updates until every peer has seen everything (repairs included)."""
+    for _ in range(20):
+        changed = False
+        for a in peers:
+            for b in peers:
+                if a is b:
+                    continue
+                before = b.get_state()
+                b.apply_update(a.get_update(before))
+                changed |= b.get_state() != before
+        if not changed:
+            return
+    raise AssertionError("peers do not settle")
+
+
+def replica(base: bytes, user: str, *updates: bytes) -> Project:
+    p = Project(user)
+    p.apply_update(base)
+    for u in updates:
+        p.apply_update(u)
+    return p
+
+
+def concurrent(setup: Callable[[Project], Any], edit_a: Callable[[Project, Any], None],
+               edit_b: Callable[[Project, Any], None]) -> dict[str, dict[str, Any]]:
+    """Run ``edit_a`` and ``edit_b`` concurrently on a shared base made by ``setup``, then
+    merge them three ways: A hears B first, B hears A first, both hear each other at once
+    (so both repair before they hear the other's repair). Every way, both peers end equal;
+    returns each way's final interchange form."""
+    origin = Project.create("setup")
+    ctx = setup(origin)
+    base = origin.get_update()
+    a, b = replica(base, "alice"), replica(base, "bob")
+    sv = a.get_state()
+    edit_a(a, ctx)
+    edit_b(b, ctx)
+    ua, ub = a.get_update(sv), b.get_update(sv)
+    results = {}
+    for order in ("a_first", "b_first", "at_once"):
+        ra, rb = replica(base, "alice", ua), replica(base, "bob", ub)
+        if order == "a_first":
+            ra.apply_update(ub)
+            sync(ra, rb)
+        elif order == "b_first":
+            rb.apply_update(ua)
+            sync(rb, ra)
+        else:
+            sa, sb = ra.get_state(), rb.get_state()
+            ua2, ub2 = ra.get_update(sb), rb.get_update(sa)
+            ra.apply_update(ub2)
+            rb.apply_update(ua2)
+            sync(ra, rb)
+        assert ra.to_interchange() == rb.to_interchange(), order
+        assert ra.plain() == rb.plain(), order
+        assert ra.repair() == 0 and rb.repair() == 0
+        results[order] = ra.to_interchange()
+    assert results["a_first"] == results["b_first"] == results["at_once"]
+    return results
+
+
+def names(data: dict[str, Any]) -> list[Any]:
+    """The tree as nested names."""
+    def walk(t: dict[str, Any]) -> Any:
+        return (t["name"], [walk(c) for c in t["children"]]) if t["kind"] == "meta" \
+            else t["name"]
+    return [walk(t) for t in data["tracks"]]
+
+
+def test_clip_moved_onto_a_track_the_other_peer_deleted_is_dropped():
+    def setup(p: Project) -> dict[str, str]:
+        t1 = p.add_track("audio", "One", track_id="t1")
+        p.add_track("audio", "Two", track_id="t2")
+        c = t1.add_clip(SRC, 0, 1, clip_id="c1")
+        t1.add_clip(SRC, 2, 1, clip_id="c2")
+        return {"clip": c.id}
+
+    res = concurrent(setup, lambda a, ctx: a.clip("c1").move(start=4.0, track="t2"),
+                     lambda b, ctx: b.delete_track("t2"))
+    data = res["a_first"]
+    assert names(data) == ["One"]
+    assert [c["id"] for c in data["tracks"][0]["clips"]] == ["c2"]
+
+
+def test_metatracks_grouped_into_each_other_keep_the_lowest_id_at_the_root():
+    def setup(p: Project) -> None:
+        p.add_track("meta", "M1", track_id="m1")
+        p.add_track("meta", "M2", track_id="m2")
+        p.add_track("audio", "A", parent="m2", track_id="a")
+
+    res = concurrent(setup, lambda a, _: a.move_track("m2", parent="m1"),
+                     lambda b, _: b.move_track("m1", parent="m2"))
+    assert names(res["a_first"]) == [("M1", [("M2", ["A"])])]
+
+
+def test_concurrent_group_of_the_same_tracks_lists_each_track_once():
+    def setup(p: Project) -> None:
+        for t in ("x", "y", "z"):
+            p.add_track("audio", t.upper(), track_id=t)
+
+    res = concurrent(setup, lambda a, _: a.group(["x", "y"], "GA"),
+                     lambda b, _: b.group(["y", "z"], "GB"))
+    flat = res["a_first"]["tracks"]
+    listed = [c["id"] for t in flat if t["kind"] == "meta" for c in t["children"]] + \
+        [t["id"] for t in flat if t["kind"] != "meta"]
+    assert sorted(listed) == ["x", "y", "z"]
+
+
+def test_track_moved_to_two_places_ends_in_one():
+    def setup(p: Project) -> None:
+        p.add_track("meta", "G1", track_id="g1")
+        p.add_track("meta", "G2", track_id="g2")
+        p.add_track("audio", "T", track_id="t")
+
+    res = concurrent(setup, lambda a, _: a.move_track("t", parent="g2"),
+                     lambda b, _: b.move_track("t", parent="g1"))
+    assert names(res["a_first"]) == [("G1", ["T"]), ("G2", [])]
+
+
+def test_concurrent_nesting_deeper_than_ten_is_cut_at_the_root():
+    def setup(p: Project) -> None:
+        for chain in ("a", "b"):
+            parent = None
+            for i in range(5):
+                parent = p.add_track("meta", f"{chain}{i}", parent=parent,
+                                     track_id=f"{chain}{i}").id
+        p.add_track("meta", "c", track_id="c")
+
+    # each edit makes ten levels; together they make eleven
+    res = concurrent(setup, lambda a, _: a.move_track("b0", parent="a4"),
+                     lambda b, _: b.move_track("a0", parent="c"))
+
+    def depth(t: dict[str, Any]) -> int:
+        return 1 + max((depth(c) for c in t.get("children", [])), default=0)
+    data = res["a_first"]
+    assert [depth(t) for t in data["tracks"]] == [10, 1]
+    assert data["tracks"][1]["id"] == "b4"  # the one too deep left for the root
+
+
+def test_sends_that_close_a_loop_lose_the_later_one():
+    def setup(p: Project) -> None:
+        p.add_track("bus", "B1", track_id="b1")
+        p.add_track("bus", "B2", track_id="b2")
+
+    res = concurrent(setup, lambda a, _: a.track("b1").set_send("b2", 0.5),
+                     lambda b, _: b.track("b2").set_send("b1", 0.5))
+    sends = {t["id"]: t["sends"] for t in res["a_first"]["tracks"]}
+    assert sends == {"b1": [{"bus": "b2", "level": 0.5, "pre_fader": False}], "b2": []}
+
+
+def test_send_to_a_bus_the_other_peer_deleted_goes():
+    def setup(p: Project) -> None:
+        p.add_track("bus", "B", track_id="b")
+        p.add_track("audio", "T", track_id="t")
+
+    res = concurrent(setup, lambda a, _: a.track("t").set_send("b"),
+                     lambda b, _: b.delete_track("b"))
+    assert res["a_first"]["tracks"][0]["sends"] == []
+
+
+def test_automation_of_an_effect_the_other_peer_removed_goes():
+    def setup(p: Project) -> str:
+        return p.add_track("audio", "T", track_id="t").add_effect("gain", {"db": 0.0},
+                                                                  effect_id="fx1")
+
+    res = concurrent(setup, lambda a, e: a.track("t").add_automation_point(f"{e}.db", 0, -3),
+                     lambda b, e: b.track("t").remove_effect(e))
+    t = res["a_first"]["tracks"][0]
+    assert t["effects"] == [] and t["automation"] == []
+
+
+def test_concurrent_edits_to_the_same_field_agree():
+    def setup(p: Project) -> None:
+        p.add_track("audio", "T", track_id="t").add_clip(SRC, 0, 1, clip_id="c")
+
+    def ea(a: Project, _: None) -> None:
+        a.track("t").volume = 0.2
+        a.clip("c").gain = 0.5
+
+    def eb(b: Project, _: None) -> None:
+        b.track("t").volume = 0.7
+        b.clip("c").loop = True  # another field of the same clip: both survive
+
+    res = concurrent(setup, ea, eb)
+    t = res["a_first"]["tracks"][0]
+    assert t["volume"] in (0.2, 0.7)
+    assert (t["clips"][0]["gain"], t["clips"][0]["loop"]) == (0.5, True)
+
+
+def test_concurrent_effect_inserts_keep_both():
+    def setup(p: Project) -> None:
+        p.add_track("audio", "T", track_id="t")
+
+    res = concurrent(setup, lambda a, _: a.track("t").add_effect("gain", effect_id="fa"),
+                     lambda b, _: b.track("t").add_effect("eq", effect_id="fb"))
+    assert sorted(e["id"] for e in res["a_first"]["tracks"][0]["effects"]) == ["fa", "fb"]
+
+
+def live_pair() -> tuple[Project, Project]:
+    a = Project.create("alice")
+    b = Project("bob")
+    b.apply_update(a.get_update())
+    return a, b
+
+
+def test_undo_reverts_only_the_local_users_edits():
+    a, b = live_pair()
+    t = a.add_track("audio", "Drums")
+    sync(a, b)
+    a.track(t.id).volume = 0.5
+    b.track(t.id).name = "Kit"
+    b.track(t.id).pan = -0.5
+    sync(a, b)
+    assert a.undo() == "set track volume"
+    sync(a, b)
+    for p in (a, b):
+        tr = p.track(t.id)
+        assert (tr.volume, tr.name, tr.pan) == (1.0, "Kit", -0.5)
+    assert b.undo_labels == ["rename track", "set track pan"]
+    assert b.undo() == "set track pan"
+    sync(a, b)
+    assert (a.track(t.id).pan, a.track(t.id).name) == (0.0, "Kit")
+    assert a.undo() == "add audio track"
+    sync(a, b)
+    assert a.tracks() == [] and b.tracks() == []
+    assert not a.can_undo and a.can_redo
+    assert a.redo() == "add audio track"
+    sync(a, b)
+    assert [x.name for x in b.tracks()] == ["Kit"]
+
+
+def test_repairs_are_never_undone_and_undo_revivals_get_repaired():
+    a, b = live_pair()
+    t1 = a.add_track("audio", "One")
+    t2 = a.add_track("audio", "Two")
+    c = t1.add_clip(SRC, 0, 1)
+    sync(a, b)
+    a.clip(c.id).move(track=t2.id)
+    b.delete_track(t2.id)
+    sync(a, b)
+    assert c.id not in [x.id for x in a.clips()] + [x.id for x in b.clips()]
+    # alice undoes her move: the repair deleted the clip (not her), so there is nothing
+    # of hers to bring back; whatever undo revives, both peers agree and nothing is broken
+    a.undo()
+    sync(a, b)
+    assert a.to_interchange() == b.to_interchange()
+    assert a.repair() == 0
+
+
+def test_repair_origin_is_not_tracked_by_undo():
+    a, b = live_pair()
+    a.add_track("meta", "M1", track_id="m1")
+    a.add_track("meta", "M2", track_id="m2")
+    sync(a, b)
+    n = len(a.undo_labels)
+    a.move_track("m2", parent="m1")
+    b.move_track("m1", parent="m2")
+    sync(a, b)
+    assert len(a.undo_labels) == n + 1 and len(b.undo_labels) == 1
+    assert REPAIR_ORIGIN.startswith("ouroboros")
+    assert names(a.to_interchange()) == [("M1", [("M2", [])])]
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00\x01\x02junk"])
+def test_bad_update_bytes_are_refused(garbage):
+    from companion.errors import ProjectError
+    a, _ = live_pair()
+    before = a.to_interchange()
+    try:
+        a.apply_update(garbage)
+    except ProjectError:
+        pass
+    assert a.to_interchange() == before
