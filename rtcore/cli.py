@@ -1,6 +1,7 @@
 """The ``ouro`` command: ``start``, ``engine``, ``pedal``, ``offline``, ``demo``, ``bench
 engine``, ``bench live``, ``bench midi``, ``bench writer``, ``bench consolidate``, ``bench
-pedal``."""
+pedal``; and the companion's ``render`` and ``project`` (their own parsers, in
+``companion/engine/cli.py`` and ``companion/model/cli.py``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,35 @@ from pathlib import Path
 
 from rtcore.live import DEFAULT_OSC_PORT
 
+# The companion's commands parse their own arguments; the pedal's commands never import them.
+COMPANION_COMMANDS = {
+    "render": ("companion.engine.cli", "render an arrangement to a WAV file (spec/companion.md)"),
+    "project": ("companion.model.cli", "companion projects: new, import, export, info"),
+    "play": ("companion.engine.playserver", "play a companion project through JACK, driven "
+             "over a local socket (docs/player.md)"),
+}
+COMPANION_BENCHES = {
+    "render": ("companion.engine.bench", "the arrangement engine: mixing vs ecasound and sox, "
+               "effects, playback load, drift"),
+}
+
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMPANION_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(COMPANION_COMMANDS[argv[0]][0])
+        return int(module.main(argv[1:]))
+    if len(argv) > 1 and argv[0] == "bench" and argv[1] in COMPANION_BENCHES:
+        import importlib
+
+        module = importlib.import_module(COMPANION_BENCHES[argv[1]][0])
+        return int(module.main(argv[2:]))
     parser = argparse.ArgumentParser(prog="ouro", description="Ouroboros looper")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_module, what) in COMPANION_COMMANDS.items():
+        sub.add_parser(name, help=what, add_help=False)
 
     p = sub.add_parser("engine", help="run the looper live on a JACK server")
     p.add_argument("--server", help="JACK server name (default: the default server)")
@@ -113,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--period", type=int, default=64, help="JACK period in frames (default 64)")
     b.add_argument("--frames", type=int, default=1000, help="OLED frames to time")
 
+    for name, (_module, what) in COMPANION_BENCHES.items():
+        bsub.add_parser(name, help=what, add_help=False)
     b = bsub.add_parser("consolidate", help="consolidating and saving a finished loop")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--seconds", type=float, default=60.0, help="the loop's length")

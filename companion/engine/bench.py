@@ -6,6 +6,8 @@
 - ``fx``: the same project with a 3-band EQ and a compressor on every track.
 - ``play``: 32 tracks with effects rendered in 256-frame blocks on one core: the time of
   every block against the period.
+- ``edit``: a 1,000-clip project opened; an edit's way to the player's new plan; the size
+  of 10,000 edits on disk.
 - ``drift``: a looping arrangement rendered for hours in blocks; the last block compared
   with the same frames rendered by a fresh plan located there (0 frames of drift), and the
   process's memory along the way.
@@ -206,6 +208,76 @@ def bench_drift(work: Path, hours: float, block: int = 4096) -> dict[str, Any]:
             "rss_mb": [round(r, 1) for r in rss], "rss_growth_mb": round(rss[-1] - rss[1], 1)}
 
 
+def bench_edit(work: Path, clips: int = 1000, edits: int = 10000) -> dict[str, Any]:
+    """A 1,000-clip project: how long it takes to open, how long from an edit in the app to
+    the player's new plan (the edit's update applied to the player's replica, snapshot,
+    compile), and what 10,000 edits leave on disk."""
+    from companion.engine.render import compile_plan
+    from companion.model.document import Project
+    from companion.model.persist import ProjectDir
+
+    paths = make_sources(work / "sources", 8, 2.0)
+    path = work / "edit.ouro"
+    shutil.rmtree(path, ignore_errors=True)
+    per_track = 20
+    with ProjectDir.create(path, "bench", sample_rate=RATE, bpm=120.0) as pd:
+        with pd.pool() as pool:
+            refs = [pool.import_file(p) for p in paths]
+        project = pd.project
+        with project.edit("build"):
+            for t in range(clips // per_track):
+                track = project.add_track("audio", f"Track {t + 1}")
+                for c in range(per_track):
+                    track.add_clip(refs[(t + c) % len(refs)], start=c * 1.0, length=0.75)
+    opens = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        with ProjectDir.open(path, "bench") as pd:
+            opened = len(pd.project.clips())
+        opens.append(time.perf_counter() - t0)
+    # the app's document and the player's replica, as two processes would hold them
+    with ProjectDir.open(path, "app") as pd, pd.pool() as pool:
+        app = pd.project
+        replica = Project("player")
+        replica.apply_update(app.get_update())
+        plan = compile_plan(replica.to_interchange(), pool, max_block=256, realtime=True)
+        updates: list[bytes] = []
+        stop = app.observe_updates(updates.append)
+        heard = []
+        some = app.clips()[::97][:10]
+        for i, clip in enumerate(some * 3):
+            updates.clear()
+            clip.move(start=clip.get()["start"] + 0.125 * (1 if i % 2 else -1) + 0.0625)
+            t0 = time.perf_counter()
+            for u in updates:
+                replica.apply_update(u)
+            plan = compile_plan(replica.to_interchange(), pool, max_block=256,
+                                previous=plan, realtime=True)
+            heard.append(time.perf_counter() - t0)
+        stop()
+    # 10,000 edits on a small project, then its size on disk (the log compacts as it goes)
+    small = work / "edits.ouro"
+    shutil.rmtree(small, ignore_errors=True)
+    with ProjectDir.create(small, "bench", sample_rate=RATE) as pd:
+        track = pd.project.add_track("audio", "Loop")
+        clip = track.add_clip(refs[0], start=0.0, length=1.0)
+        for i in range(edits):
+            if i % 3 == 0:
+                clip.move(start=(i % 64) * 0.25)
+            elif i % 3 == 1:
+                track.volume = 0.5 + (i % 10) / 20
+            else:
+                clip.set(gain=1.0 - (i % 7) / 10)
+        during = pd.size_bytes()
+    with ProjectDir.open(small, "bench") as pd:
+        after = pd.size_bytes()
+    heard_ms = np.array(heard) * 1000
+    return {"clips": opened, "open_s": [round(x, 3) for x in opens],
+            "edit_to_plan_ms": {"p50": round(float(np.percentile(heard_ms, 50)), 2),
+                                "max": round(float(heard_ms.max()), 2), "edits": len(heard)},
+            "edits": edits, "bytes_before_close": during, "bytes_after_close": after}
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     if "mix" in report:
@@ -235,22 +307,32 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{d['differing_samples_last_block']} samples differ")
         lines.append(f"  memory (RSS, MB) along the way: {d['rss_mb']} "
                      f"(growth after the first block {d['rss_growth_mb']} MB)")
+    if "edit" in report:
+        e = report["edit"]
+        lines.append(f"edit: a {e['clips']}-clip project opens in {min(e['open_s']):.3f} s "
+                     f"(of {e['open_s']}; target < 1 s)")
+        h = e["edit_to_plan_ms"]
+        lines.append(f"  an edit to the player's new plan: p50 {h['p50']} ms, max {h['max']} "
+                     f"ms over {h['edits']} edits (target < 20 ms)")
+        lines.append(f"  {e['edits']} edits: {e['bytes_before_close']} bytes on disk before "
+                     f"closing, {e['bytes_after_close']} after (target < 100 KB)")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ouro bench render", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="mix,play,drift",
-                        help="which parts, comma-separated: mix (with fx), play, drift")
+    parser.add_argument("--only", default="mix,play,drift,edit",
+                        help="which parts, comma-separated: mix (with fx), play, drift, edit")
     parser.add_argument("--seconds", type=float, default=60.0, help="mix: source length")
     parser.add_argument("--hours", type=float, default=8.0, help="drift: how long")
     parser.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
-    if not parts <= {"mix", "play", "drift"}:
-        parser.error(f"--only: unknown part(s) {sorted(parts - {'mix', 'play', 'drift'})}")
+    known = {"mix", "play", "drift", "edit"}
+    if not parts <= known:
+        parser.error(f"--only: unknown part(s) {sorted(parts - known)}")
     if not (math.isfinite(args.seconds) and 1 <= args.seconds <= 600):
         parser.error("--seconds must be 1..600")
     if not (math.isfinite(args.hours) and 0 < args.hours <= 24):
@@ -267,6 +349,9 @@ def main(argv: list[str]) -> int:
         if "drift" in parts:
             _say(f"drift: {args.hours:g} hours of a looping arrangement ...")
             report["drift"] = bench_drift(work, args.hours)
+        if "edit" in parts:
+            _say("edit: a 1,000-clip project: open, edit to plan, 10,000 edits ...")
+            report["edit"] = bench_edit(work)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -100,7 +100,9 @@ def render_file(project_path: Path, out: Path, start_wn: float | None = None,
         start = 0 if start_wn is None else plan.tempo.frame(start_wn)
         end = plan.end_frame if end_wn is None else plan.tempo.frame(end_wn)
         if end < start:
-            raise ProjectError("--end", f"ends before --start ({end_wn} < {start_wn})")
+            what = f"--end {end_wn:g}" if end_wn is not None else "the project's end"
+            raise ProjectError("--start", f"{start_wn:g} wn is after {what} (frame {end} < "
+                               f"{start})")
         roots = project["tracks"]
         if stems is not None:
             plan.enable_stems([t["id"] for t in roots])

@@ -297,10 +297,20 @@ class _Fx:
         # parameters an edit changed on a reused instance: set on the audio thread, at the
         # first block, because the playing plan still uses the instance until then
         self.pending: list[tuple[str, Any]] = []
+        # numeric parameters an edit changed glide from the old value to the new over
+        # SMOOTH_S, one step per block (effects take parameters per block)
+        self.glide: list[tuple[str, float, float]] = []
+        self.glide_done = 0
         self.unbypassed = False
         if reused_from is not None:
-            self.pending = [(k, v) for k, v in spec["params"].items()
-                            if reused_from["params"].get(k) != v]
+            for k, v in spec["params"].items():
+                old = reused_from["params"].get(k)
+                if old == v:
+                    continue
+                if isinstance(v, int | float) and isinstance(old, int | float):
+                    self.glide.append((k, float(old), float(v)))
+                else:
+                    self.pending.append((k, v))
             # an edit that toggles bypass reaches the instance at the swap
             self.unbypassed = bool(reused_from["bypass"]) != self.bypass
 
@@ -445,6 +455,13 @@ class _Node:
                 for name, value in fx.pending:
                     fx.effect.set_param(name, value)
                 fx.pending = []
+            if fx.glide:
+                fx.glide_done += n
+                a = min(1.0, fx.glide_done / self.smooth_frames)
+                for name, v0, v1 in fx.glide:
+                    fx.effect.set_param(name, v1 if a >= 1.0 else v0 + (v1 - v0) * a)
+                if a >= 1.0:
+                    fx.glide = []
             for name, lane in fx.lanes:
                 fx.effect.set_param(name, lane.value_at(at))
             if not fx.bypass:
@@ -629,6 +646,7 @@ class _Compiler:
                     if fx.spec["id"] == eid:
                         fx.lanes.append((name, lw))
                         fx.pending = [(p, v) for p, v in fx.pending if p != name]
+                        fx.glide = [g for g in fx.glide if g[0] != name]
                         break
                 else:  # pragma: no cover - the schema refuses it
                     raise ProjectError(f"{where} > automation[{k}] > param",

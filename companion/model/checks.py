@@ -14,6 +14,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from companion.errors import ProjectError
+from companion.model.schema import (
+    MAX_GAIN,
+    MAX_POSITION_WN,
+    MAX_SECONDS,
+    MAX_SPEED,
+    MIN_SPEED,
+)
 
 TRACK_KINDS = ("audio", "midi", "meta", "bus")
 CURVES = ("linear", "exp", "scurve", "step")
@@ -77,18 +84,19 @@ def param_value(where: str, value: object) -> float | str | bool:
     return number(where, value)
 
 
-# Each clip field's check, shared by edits and imports.
-def _fade(w: str, v: object) -> float:
-    return number(w, v, lo=0)
+# Each clip field's check; the bounds are the interchange schema's (companion.model.schema),
+# so whatever an edit writes exports as a project the schema accepts.
+def _seconds(w: str, v: object) -> float:
+    return number(w, v, lo=0, hi=MAX_SECONDS)
 
 
 CLIP_FIELDS: dict[str, Any] = {
-    "start": lambda w, v: number(w, v),
-    "length": lambda w, v: number(w, v, lo=0),
-    "offset": lambda w, v: number(w, v, lo=0),
-    "gain": lambda w, v: number(w, v, lo=0),
-    "fade_in": _fade,
-    "fade_out": _fade,
+    "start": lambda w, v: number(w, v, lo=0, hi=MAX_POSITION_WN),
+    "length": lambda w, v: number(w, v, lo=0, hi=MAX_POSITION_WN),
+    "offset": _seconds,
+    "gain": lambda w, v: number(w, v, lo=0, hi=MAX_GAIN),
+    "fade_in": _seconds,
+    "fade_out": _seconds,
     "reversed": boolean,
     "loop": boolean,
     "source": source_ref,
@@ -99,26 +107,26 @@ MIDI_CLIP_FIELDS = ("start", "length")
 
 TRACK_FIELDS: dict[str, Any] = {
     "name": text,
-    "volume": lambda w, v: number(w, v, lo=0, hi=16),
+    "volume": lambda w, v: number(w, v, lo=0, hi=MAX_GAIN),
     "pan": lambda w, v: number(w, v, lo=-1, hi=1),
     "mute": boolean,
     "solo": boolean,
-    "offset": lambda w, v: number(w, v),
-    "speed": lambda w, v: number(w, v, lo=1 / 64, hi=64),
+    "offset": lambda w, v: number(w, v, lo=-MAX_POSITION_WN, hi=MAX_POSITION_WN),
+    "speed": lambda w, v: number(w, v, lo=MIN_SPEED, hi=MAX_SPEED),
 }
 
 
 def note(where: str, n: Mapping[str, Any]) -> dict[str, Any]:
     """A MIDI note ``{"at", "length", "pitch", "velocity"}`` checked and normalized."""
-    return {"at": number(f"{where}.at", n.get("at"), lo=0),
-            "length": number(f"{where}.length", n.get("length"), lo=0),
+    return {"at": number(f"{where}.at", n.get("at"), lo=0, hi=MAX_POSITION_WN),
+            "length": number(f"{where}.length", n.get("length"), lo=0, hi=MAX_POSITION_WN),
             "pitch": integer(f"{where}.pitch", n.get("pitch"), 0, 127),
             "velocity": integer(f"{where}.velocity", n.get("velocity", 100), 1, 127)}
 
 
 def cc(where: str, c: Mapping[str, Any]) -> dict[str, Any]:
     """A MIDI controller event ``{"at", "controller", "value"}``."""
-    return {"at": number(f"{where}.at", c.get("at"), lo=0),
+    return {"at": number(f"{where}.at", c.get("at"), lo=0, hi=MAX_POSITION_WN),
             "controller": integer(f"{where}.controller", c.get("controller"), 0, 127),
             "value": integer(f"{where}.value", c.get("value"), 0, 127)}
 
@@ -126,7 +134,8 @@ def cc(where: str, c: Mapping[str, Any]) -> dict[str, Any]:
 def auto_point(where: str, at: object, value: object, curve: object) -> dict[str, Any]:
     if curve not in CURVES:
         raise ProjectError(f"{where}.curve", f"must be one of {', '.join(CURVES)}, got {curve!r}")
-    return {"at": number(f"{where}.at", at, lo=0), "value": number(f"{where}.value", value),
+    return {"at": number(f"{where}.at", at, lo=-MAX_POSITION_WN, hi=MAX_POSITION_WN),
+            "value": number(f"{where}.value", value),
             "curve": curve}
 
 

@@ -56,10 +56,10 @@ that depend only on the document's content, in a transaction whose origin is
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pycrdt import Array, Doc, Map, UndoManager
@@ -67,6 +67,8 @@ from pycrdt import Array, Doc, Map, UndoManager
 from companion.errors import ProjectError
 from companion.model import checks
 from companion.model.checks import ROOT, TRACK_KINDS
+from companion.model.effect_kinds import check_effect, check_param
+from companion.model.schema import DEFAULT_SYNTH, MAX_GAIN, SAMPLE_RATES, SourcePool
 from companion.model.timemap import check_meter, check_tempo, meter_points, tempo_points
 
 FORMAT = "ouroboros-project"
@@ -145,7 +147,9 @@ class Project:
     def create(cls, user: str, sample_rate: int = 48000, bpm: float = 120.0,
                meter: tuple[int, int] = (4, 4)) -> Project:
         """A new, empty project. Its creation is not an undo step."""
-        checks.integer("sample_rate", sample_rate, 8000, 384000)
+        if sample_rate not in SAMPLE_RATES or isinstance(sample_rate, bool):
+            raise ProjectError("sample_rate", f"must be one of {SAMPLE_RATES}, got "
+                               f"{sample_rate!r}")
         tempo = [{"at": 0.0, "bpm": float(bpm), "ramp": False}]
         check_tempo(tempo_points(tempo))
         met = [{"at": 0.0, "num": int(meter[0]), "den": int(meter[1])}]
@@ -162,13 +166,16 @@ class Project:
         return p
 
     @classmethod
-    def from_interchange(cls, data: Mapping[str, Any], user: str,
-                         resolve_file: Callable[[str], str] | None = None) -> Project:
+    def from_interchange(cls, data: Mapping[str, Any], user: str, *,
+                         pool: SourcePool | None = None,
+                         base_dir: Path | None = None) -> Project:
         """A NEW document holding an imported ``project.json`` (import only: an open project
-        is never rebuilt from a file). ``resolve_file`` turns a clip's ``{"file": path}``
-        source into a pool reference; without it such a source is refused."""
+        is never rebuilt from a file). The data goes through the shared schema
+        (``companion.model.schema.normalize_project``) first: with a ``pool`` every source
+        must be in it, and with ``base_dir`` too, ``{"file": path}`` sources are imported
+        into it; without a pool such a source is refused."""
         from companion.model.interchange import build_project
-        return build_project(cls, data, user, resolve_file)
+        return build_project(cls, data, user, pool, base_dir)
 
     # --- low-level access (this module and its helpers only) ----------------------------
     def _map(self, name: str) -> Map[Any]:
@@ -298,29 +305,36 @@ class Project:
 
     def undo(self) -> str | None:
         """Undo the local user's last edit (never a peer's); returns its label, or None
-        when there was nothing to undo. A revived item that breaks an invariant (say, a
-        clip on a track a peer deleted since) is repaired at once."""
-        if not self._undo.can_undo():
-            return None
-        label = self._undo_labels.pop() if self._undo_labels else "edit"
-        self._undo.undo()
-        self._redo_labels.append(label)
-        self._sync_labels()
-        self.repair()
-        self._notify()
-        return label
+        when there was nothing to undo.
+
+        As in Yjs, a step whose changes peers have all overwritten since (nothing left to
+        revert) is skipped and the next one is undone; the label returned is the step that
+        changed something. A revived item that breaks an invariant (say, a clip on a track
+        a peer deleted since) is repaired at once."""
+        return self._step(undo=True)
 
     def redo(self) -> str | None:
         """Redo what :meth:`undo` undid; returns its label or None."""
-        if not self._undo.can_redo():
+        return self._step(undo=False)
+
+    def _step(self, undo: bool) -> str | None:
+        um = self._undo
+        if not (um.can_undo() if undo else um.can_redo()):
             return None
-        label = self._redo_labels.pop() if self._redo_labels else "edit"
-        self._undo.redo()
-        self._undo_labels.append(label)
+        src, dst = ((self._undo_labels, self._redo_labels) if undo else
+                    (self._redo_labels, self._undo_labels))
+        before = len(um.undo_stack if undo else um.redo_stack)
+        changed = um.undo() if undo else um.redo()
+        popped = before - len(um.undo_stack if undo else um.redo_stack)
+        taken = src[len(src) - popped:] if popped > 0 else []
+        del src[len(src) - len(taken):]
+        label = taken[0] if taken else "edit"
+        if changed:
+            dst.append(label)
         self._sync_labels()
         self.repair()
         self._notify()
-        return label
+        return label if changed else None
 
     # --- replication ------------------------------------------------------------------
     def get_state(self) -> bytes:
@@ -475,8 +489,7 @@ class Project:
             m["speed"] = 1.0
             m["children"] = Array()
         if kind == "midi":
-            m["instrument"] = {"kind": "synth", "wave": "saw", "attack": 0.005,
-                               "decay": 0.1, "sustain": 0.8, "release": 0.1}
+            m["instrument"] = dict(DEFAULT_SYNTH)
 
     def _container_of(self, tid: str) -> str:
         tracks, root = self._plain_tracks()
@@ -743,14 +756,12 @@ class _EffectChain:
                    effect_id: str | None = None) -> str:
         """Add an effect of ``kind`` at ``index`` of the chain; returns its ID."""
         where = self._fx_where()
-        checks.text(f"{where} kind", kind, 64)
-        if not kind:
-            raise ProjectError(f"{where} kind", "must not be empty")
-        clean = {checks.text(f"{where} {kind} param", k, 64):
-                 checks.param_value(f"{where} {kind}.{k}", v)
-                 for k, v in (params or {}).items()}
-        checks.boolean(f"{where} bypass", bypass)
         eid = effect_id or new_id("fx")
+        # the effect catalog checks the kind and parameters and fills in the defaults, so
+        # every parameter exists (automation can name any of them)
+        spec = check_effect({"id": eid, "kind": kind, "params": dict(params or {}),
+                             "bypass": bypass}, f"{where} effect {eid}")
+        clean = spec["params"]
         fx, order = self._fx_maps()
         if eid in fx:
             raise ProjectError(f"{where} effect {eid}", "already exists")
@@ -802,8 +813,7 @@ class _EffectChain:
     def set_effect_param(self, effect_id: str, name: str, value: float | str | bool) -> None:
         where = f"{self._fx_where()} effect {effect_id}.{name}"
         m = self._effect(effect_id)
-        checks.text(where, name, 64)
-        v = checks.param_value(where, value)
+        v = check_param(str(m["kind"]), name, value, where)
         with self._project.edit("set effect parameter"):
             m["params"][name] = v
 
@@ -832,7 +842,7 @@ class Master(_EffectChain):
 
     @volume.setter
     def volume(self, value: float) -> None:
-        v = checks.number("master.volume", value, lo=0, hi=16)
+        v = checks.number("master.volume", value, lo=0, hi=MAX_GAIN)
         with self._project.edit("set master volume"):
             self._project._map("settings")["master_volume"] = v
 
@@ -1049,7 +1059,7 @@ class Track(_EffectChain):
         """Send to ``bus`` (one send per bus; setting it again changes it). Refused if the
         target is not a bus or the routing would loop."""
         where = f"track {self.id} send {bus}"
-        lv = checks.number(f"{where} level", level, lo=0, hi=16)
+        lv = checks.number(f"{where} level", level, lo=0, hi=MAX_GAIN)
         checks.boolean(f"{where} pre_fader", pre_fader)
         tracks, root = self._project._plain_tracks()
         if tracks.get(bus, {}).get("kind") != "bus":
@@ -1087,6 +1097,18 @@ class Track(_EffectChain):
         if name not in fx[eid]["params"]:
             raise ProjectError(where, f"effect {eid} has no parameter {name!r}")
 
+    def _check_auto_value(self, param: str, value: object, where: str) -> float:
+        if param == "pan":
+            return checks.number(where, value, lo=-1, hi=1)
+        if param == "volume":
+            return checks.number(where, value, lo=0, hi=MAX_GAIN)
+        eid, _, name = param.partition(".")
+        fx, _ = self._fx_maps()
+        v = check_param(str(fx[eid]["kind"]), name, value, where)
+        if isinstance(v, str):
+            raise ProjectError(where, f"{name} is a choice; it cannot be automated")
+        return v
+
     def automation(self) -> list[dict[str, Any]]:
         """``[{"param", "points": [{"at", "value", "curve"}]}]``, lanes by param, points by
         position."""
@@ -1101,10 +1123,7 @@ class Track(_EffectChain):
         self._check_param(param)
         where = f"track {self.id} automation {param}"
         pt = checks.auto_point(where, at, value, curve)
-        if param == "pan":
-            checks.number(f"{where}.value", value, lo=-1, hi=1)
-        if param == "volume":
-            checks.number(f"{where}.value", value, lo=0, hi=16)
+        pt["value"] = self._check_auto_value(param, value, f"{where}.value")
         pid = new_id("p")
         lanes = self._m()["automation"]
         with self._project.edit("add automation point"):
@@ -1120,8 +1139,9 @@ class Track(_EffectChain):
             raise ProjectError(f"track {self.id} automation {param} point {point_id}",
                                "does not exist")
         old = lanes[param][point_id]
-        pt = checks.auto_point(f"track {self.id} automation {param}", at, value,
-                               curve or old["curve"])
+        where = f"track {self.id} automation {param}"
+        pt = checks.auto_point(where, at, value, curve or old["curve"])
+        pt["value"] = self._check_auto_value(param, value, f"{where}.value")
         with self._project.edit("move automation point"):
             lanes[param][point_id] = pt
 
@@ -1324,7 +1344,3 @@ def _sorted_events(events: Mapping[str, Any], with_id: bool = False) -> list[dic
     if with_id:
         return [{"id": k, **v} for k, v in items]
     return [dict(v) for _, v in items]
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

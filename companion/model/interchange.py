@@ -2,21 +2,22 @@
 
 Export walks the document and writes every field of the spec: root tracks in order,
 metatracks' children inline under ``"children"``. Import (:func:`build_project`) makes a new
-document: it never rebuilds an existing one. When ``companion/model/schema.py`` is present
-its ``validate_project`` checks and normalizes the data first; the document's own edit checks
-run on everything either way, so a bad file is refused with the field named and nothing
-half-built escapes (the new document is simply dropped).
+document: it never rebuilds an existing one. ``companion.model.schema.normalize_project``
+checks and normalizes the data first (and imports ``{"file": ...}`` sources into the pool);
+the document's own edit checks then run on every value as it is written, so a bad file is
+refused with the field named and nothing half-built escapes (the new document is dropped).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from companion.errors import ProjectError
 from companion.model import checks
 from companion.model.checks import ROOT, TRACK_KINDS
+from companion.model.schema import SourcePool, normalize_project
 
 if TYPE_CHECKING:
     from companion.model.document import Project
@@ -116,19 +117,6 @@ def _events(events: Mapping[str, Any] | None, keys: tuple[str, ...]) -> list[dic
     return out
 
 
-def _schema_validate(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The shared schema's normalized form, when that module exists."""
-    try:
-        schema = importlib.import_module("companion.model.schema")
-    except ImportError:
-        return None
-    validate = getattr(schema, "validate_project", None)
-    if validate is None:
-        return None
-    result = validate(dict(data))
-    return dict(result) if isinstance(result, Mapping) else None
-
-
 def _keys(where: str, d: object, allowed: set[str]) -> Mapping[str, Any]:
     if not isinstance(d, Mapping):
         raise ProjectError(where, f"must be an object, got {type(d).__name__}")
@@ -139,14 +127,12 @@ def _keys(where: str, d: object, allowed: set[str]) -> Mapping[str, Any]:
 
 
 def build_project(cls: type[Project], data: Mapping[str, Any], user: str,
-                  resolve_file: Callable[[str], str] | None) -> Project:
+                  pool: SourcePool | None = None, base_dir: Path | None = None) -> Project:
     """A new :class:`Project` holding ``data`` (see ``Project.from_interchange``)."""
     from companion.model.document import IMPORT_ORIGIN
-    _keys("project", data, {"format", "version", "sample_rate", "tempo", "meter", "tracks",
-                            "master"})
-    normalized = _schema_validate(data)
-    if normalized is not None:
-        data = normalized
+    # the shared schema checks the whole file first (and imports {"file"} sources into the
+    # pool); the document's own edit checks then run on every value as it is written
+    data = normalize_project(dict(data), pool, base_dir)
     if data.get("format") != "ouroboros-project":
         raise ProjectError("format", f'must be "ouroboros-project", got {data.get("format")!r}')
     if data.get("version") != 1:
@@ -167,7 +153,7 @@ def build_project(cls: type[Project], data: Mapping[str, Any], user: str,
             lanes: list[tuple[Any, str, Any]] = []
             ids: set[str] = set()
             for i, t in enumerate(_list("tracks", data.get("tracks"))):
-                _add_track(p, f"tracks[{i}]", t, ROOT, sends, lanes, ids, resolve_file)
+                _add_track(p, f"tracks[{i}]", t, ROOT, sends, lanes, ids)
             for track, where, s in sends:
                 s = _keys(where, s, {"bus", "level", "pre_fader"})
                 bus = s.get("bus")
@@ -219,7 +205,7 @@ def _add_effect(chain: Any, where: str, e: object) -> None:
 
 def _add_track(p: Project, where: str, t: object, parent: str,
                sends: list[tuple[Any, str, Any]], lanes: list[tuple[Any, str, Any]],
-               ids: set[str], resolve_file: Callable[[str], str] | None) -> None:
+               ids: set[str]) -> None:
     t = _keys(where, t, _TRACK_KEYS)
     kind = t.get("kind")
     if kind not in TRACK_KINDS:
@@ -256,13 +242,12 @@ def _add_track(p: Project, where: str, t: object, parent: str,
     for i, lane in enumerate(_list(f"{here}.automation", t.get("automation", []))):
         lanes.append((track, f"{here}.automation[{i}]", lane))
     for i, c in enumerate(_list(f"{here}.clips", t.get("clips", []))):
-        _add_clip(track, f"{here}.clips[{i}]", c, resolve_file)
+        _add_clip(track, f"{here}.clips[{i}]", c)
     for i, child in enumerate(_list(f"{here}.children", t.get("children", []))):
-        _add_track(p, f"{here}.children[{i}]", child, tid, sends, lanes, ids, resolve_file)
+        _add_track(p, f"{here}.children[{i}]", child, tid, sends, lanes, ids)
 
 
-def _add_clip(track: Any, where: str, c: object,
-              resolve_file: Callable[[str], str] | None) -> None:
+def _add_clip(track: Any, where: str, c: object) -> None:
     kind = track.kind
     c = _keys(where, c, _AUDIO_CLIP_KEYS if kind == "audio" else _MIDI_CLIP_KEYS)
     cid = c.get("id")
@@ -277,13 +262,8 @@ def _add_clip(track: Any, where: str, c: object,
     try:
         if kind == "audio":
             src = c.get("source")
-            if isinstance(src, Mapping):
-                f = _keys(f"{here}.source", src, {"file"}).get("file")
-                if not isinstance(f, str):
-                    raise ProjectError("source", '{"file": ...} must name a path')
-                if resolve_file is None:
-                    raise ProjectError("source", f"{f!r}: a file source needs a pool to go to")
-                src = resolve_file(f)
+            if not isinstance(src, str):
+                raise ProjectError("source", f"{src!r}: a file source needs a pool to go to")
             if fields.get("source_bpm", 0) is None:
                 del fields["source_bpm"]
             track.add_clip(src, c["start"], c["length"], clip_id=cid, **fields)

@@ -132,6 +132,59 @@ def export_json(project: Project, path: Path) -> None:
     write_atomic(path, (json.dumps(project.to_interchange(), indent=1) + "\n").encode())
 
 
+def load_doc(path: Path) -> tuple[Doc[Any], list[str], int | None]:
+    """Replay a project directory's snapshot and log into a new document, writing nothing:
+    (the document, problems found, where to cut the log, or None if it is sound)."""
+    path = Path(path)
+    snap_path = path / SNAPSHOT
+    if not snap_path.is_file():
+        raise ProjectError(str(path), "is not a project directory (no doc.snapshot)")
+    problems: list[str] = []
+    snap = snap_path.read_bytes()
+    if not snap.startswith(SNAP_MAGIC):
+        raise ProjectError(str(snap_path), "is not a project snapshot")
+    recs, _, bad = read_records(snap, len(SNAP_MAGIC))
+    if bad or len(recs) != 1:
+        # written atomically, so this is damage from outside: refuse rather than guess
+        raise ProjectError(str(snap_path), bad or "must hold exactly one record")
+    doc: Doc[Any] = Doc()
+    try:
+        doc.apply_update(zlib.decompress(recs[0]))
+    except Exception as e:
+        raise ProjectError(str(snap_path), f"cannot be read: {e}") from e
+    log_path = path / LOG
+    data = log_path.read_bytes() if log_path.exists() else LOG_MAGIC
+    if not data.startswith(LOG_MAGIC):
+        problems.append(f"{log_path}: no log header; its {len(data)} bytes were ignored "
+                        f"(kept as {LOG}.damaged)")
+        return doc, problems, 0
+    recs, end, bad = read_records(data, len(LOG_MAGIC))
+    for r in recs:
+        try:
+            doc.apply_update(r)
+        except Exception as e:  # a record that passed its checksum but is no update
+            raise ProjectError(str(log_path), f"a record cannot be applied: {e}") from e
+    if bad:
+        problems.append(f"{log_path}: {bad}; the {len(recs)} records before it were "
+                        f"replayed, the last {len(data) - end} bytes dropped")
+        return doc, problems, end
+    return doc, problems, None
+
+
+def read_project(path: Path, user: str = "reader") -> tuple[Project, list[str]]:
+    """A project directory's document, read only (no lock, nothing written): for ``info``
+    and ``export`` while the project may be open elsewhere."""
+    doc, problems, _ = load_doc(path)
+    return Project(user, doc), problems
+
+
+def open_replica(path: Path, user: str = "replica") -> Project:
+    """A replica of the project in directory ``path`` (for the player): the document as
+    on disk, neither locked nor written; feed it the editor's updates with
+    ``Project.apply_update``."""
+    return read_project(path, user)[0]
+
+
 class ProjectDir:
     """An open project directory: its :class:`Project`, kept durable as it is edited."""
 
@@ -145,7 +198,7 @@ class ProjectDir:
         self.fsync = fsync
         self._lock = lock
         self._pending: list[bytes] = []
-        self._log = open(path / LOG, "ab")  # held open while the project is
+        self._log = open(path / LOG, "ab", buffering=0)  # held open while the project is
         self._stops = [project.observe_updates(self._pending.append),
                        project.on_commit(self.flush)]
         self._closed = False
@@ -200,39 +253,16 @@ class ProjectDir:
 
     @classmethod
     def _replay(cls, path: Path, user: str, lock: IO[bytes], fsync: bool) -> ProjectDir:
-        problems: list[str] = []
-        snap = (path / SNAPSHOT).read_bytes()
-        if not snap.startswith(SNAP_MAGIC):
-            raise ProjectError(str(path / SNAPSHOT), "is not a project snapshot")
-        recs, _, bad = read_records(snap, len(SNAP_MAGIC))
-        if bad or len(recs) != 1:
-            # written atomically, so this is damage from outside: refuse rather than guess
-            raise ProjectError(str(path / SNAPSHOT), bad or "must hold exactly one record")
-        doc: Doc[Any] = Doc()
-        try:
-            doc.apply_update(zlib.decompress(recs[0]))
-        except Exception as e:
-            raise ProjectError(str(path / SNAPSHOT), f"cannot be read: {e}") from e
+        doc, problems, cut = load_doc(path)
         log_path = path / LOG
-        data = log_path.read_bytes() if log_path.exists() else b""
-        if not data.startswith(LOG_MAGIC):
-            if data:
-                problems.append(f"{log_path}: not a log; its {len(data)} bytes were set aside "
-                                f"as {LOG}.damaged")
-                os.replace(log_path, path / f"{LOG}.damaged")
+        if cut is not None and cut < len(LOG_MAGIC):
+            os.replace(log_path, path / f"{LOG}.damaged")  # kept for a human to look at
             write_atomic(log_path, LOG_MAGIC)
-            data = LOG_MAGIC
-        recs, end, bad = read_records(data, len(LOG_MAGIC))
-        for r in recs:
-            try:
-                doc.apply_update(r)
-            except Exception as e:  # a record that passed its checksum but is no update
-                raise ProjectError(str(log_path), f"a record cannot be applied: {e}") from e
-        if bad:
-            problems.append(f"{log_path}: {bad}; the {len(recs)} records before it were "
-                            f"replayed, the last {len(data) - end} bytes dropped")
+        elif cut is not None:
+            # later records must follow sound ones, or the next open would stop at the tear
+            # again and drop them
             with open(log_path, "r+b") as f:
-                f.truncate(end)
+                f.truncate(cut)
                 f.flush()
                 os.fsync(f.fileno())
         project = Project(user, doc)
@@ -247,12 +277,24 @@ class ProjectDir:
         log has grown past :attr:`compact_bytes`."""
         if self._closed or not self._pending:
             return
-        batch = b"".join(record(u) for u in self._pending)
-        self._pending.clear()
-        self._log.write(batch)
-        self._log.flush()
-        if self.fsync:
-            os.fsync(self._log.fileno())
+        n = len(self._pending)
+        batch = b"".join(record(u) for u in self._pending[:n])
+        pos = self._log.tell()
+        try:
+            view = memoryview(batch)
+            while view:  # unbuffered: a short write is retried, a failure seen at once
+                view = view[self._log.write(view) or 0:]
+            if self.fsync:
+                os.fsync(self._log.fileno())
+        except OSError:
+            # a full disk: cut what was half-written, so later records never follow a torn
+            # one; the updates stay pending and go out with the next flush
+            try:
+                self._log.truncate(pos)
+            except OSError:
+                pass
+            raise
+        del self._pending[:n]
         if self._log.tell() > self.compact_bytes:
             self.compact()
 
@@ -262,7 +304,7 @@ class ProjectDir:
         write_atomic(self.path / SNAPSHOT, snapshot_bytes(self.project))
         self._log.close()
         write_atomic(self.path / LOG, LOG_MAGIC)
-        self._log = open(self.path / LOG, "ab")
+        self._log = open(self.path / LOG, "ab", buffering=0)
         export_json(self.project, self.path / EXPORT)
 
     def export(self, out: Path) -> None:

@@ -614,3 +614,61 @@ def test_swap_after_an_unplayed_plan_glides_from_the_playing_one(pool: Any,
     latest = compile_plan(p(0.0), pool, max_block=64, previous=skipped)
     latest.render(64, out)
     assert out[0, 0] == pytest.approx(1.0, abs=0.02)  # from 1.0, not from 0.5
+
+
+def test_an_edited_effect_parameter_glides_across_the_swap(pool: Any,
+                                                          tmp_path: Path) -> None:
+    ref = wav(pool, tmp_path, np.ones((1, 20000), np.float32))
+
+    def p(db: float) -> dict[str, Any]:
+        fx = [{"id": "g", "kind": "gain", "params": {"db": db}}]
+        return proj([audio("a", [clip("c", ref, 0.0, 1.0)], effects=fx)])
+
+    first = compile_plan(p(0.0), pool, max_block=16)
+    out = np.zeros((2, 16), np.float32)
+    first.render(0, out)
+    second = compile_plan(p(-40.0), pool, max_block=16, previous=first)
+    levels = []
+    for f in range(16, 16 * 12, 16):
+        second.render(f, out)
+        levels.append(float(out[0, 0]))
+    # ten steps of 16 frames over the 80-frame glide, in dB: 0 -> -40, none bigger than 8 dB
+    db = 20 * np.log10(levels)
+    assert db[0] == pytest.approx(-8.0, abs=0.01)
+    assert np.all(np.diff(np.concatenate([[0.0], db])) >= -8.01)
+    assert db[-1] == pytest.approx(-40.0, abs=1e-4)
+
+
+def test_everything_at_once_is_the_same_in_any_blocks(pool: Any, tmp_path: Path) -> None:
+    t = np.arange(3000) / SR
+    ref = wav(pool, tmp_path, np.stack([np.sin(2 * np.pi * 220 * t), ramp(3000)[0]]))
+    mono = wav(pool, tmp_path, ramp(1000), "m.wav")
+    inst = {"kind": "synth", "wave": "saw", "attack": 0.01, "decay": 0.05, "sustain": 0.5,
+            "release": 0.05}
+    fx = [{"id": "eq", "kind": "eq3", "params": {"low_gain_db": 3.0}},
+          {"id": "lat", "kind": "gain", "params": {"db": -3.0}}]
+    lanes = [{"param": "pan", "points": [{"at": 0.0, "value": -0.5, "curve": "scurve"},
+                                         {"at": 0.5, "value": 0.5, "curve": "exp"},
+                                         {"at": 0.75, "value": 0.7}]}]
+    # (no effect automation here: effects take parameters per block, by the contract)
+    tempo = [{"at": 0.0, "bpm": 100.0, "ramp": True}, {"at": 0.5, "bpm": 160.0},
+             {"at": 0.8, "bpm": 90.0}]
+    p = proj([
+        {"kind": "meta", "id": "g", "offset": 0.1, "speed": 1.0, "effects": fx,
+         "automation": lanes, "sends": [{"bus": "b", "level": 0.3, "pre_fader": True}],
+         "children": [
+             audio("a", [clip("c1", ref, 0.0, 0.3, loop=True, fade_in=0.02, fade_out=0.05),
+                         clip("c2", mono, 0.2, 0.2, reversed=True, gain=1.5)]),
+             {"kind": "meta", "id": "h", "speed": 0.8, "offset": 0.05, "children": [
+                 audio("v", [clip("c3", ref, 0.0, 0.2, loop=True)], volume=0.7),
+                 {"kind": "midi", "id": "k", "instrument": inst, "clips": [
+                     {"id": "mc", "start": 0.0, "length": 0.4, "notes": [
+                         {"at": 0.05, "length": 0.1, "pitch": 60, "velocity": 90},
+                         {"at": 0.1, "length": 0.5, "pitch": 67, "velocity": 60}]}]}]}]},
+        {"kind": "bus", "id": "b", "effects": [{"id": "bl", "kind": "gain"}],
+         "sends": [{"bus": "b2", "level": 0.5}]},
+        {"kind": "bus", "id": "b2", "pan": 0.4}], tempo=tempo,
+        master={"volume": 0.8, "effects": [{"id": "mg", "kind": "gain",
+                                            "params": {"db": -1.0}}]})
+    out = render_all(p, pool, 0, 12000, effect_factory=_factory({"lat": 13, "bl": 5}))
+    assert np.abs(out).max() > 0.1 and np.isfinite(out).all()

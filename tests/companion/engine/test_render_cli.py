@@ -161,3 +161,12 @@ def test_runs_as_a_module(ouro_dir: Path, tmp_path: Path) -> None:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert read(out).shape[1] == 6000
+
+
+def test_start_after_the_end_is_refused(ouro_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "o.wav"
+    assert main([str(ouro_dir), "--out", str(out), "--start", "5"]) == 2
+    assert "--start: 5 wn is after the project's end" in capsys.readouterr().err
+    assert main([str(ouro_dir), "--out", str(out), "--start", "0.2", "--end", "0.1"]) == 2
+    assert main([str(ouro_dir), "--out", str(out), "--block-size", "0"]) == 2
+    assert not out.exists()

@@ -138,13 +138,18 @@ def test_effects_chain():
     p, ids = band()
     d = p.track(ids["drums"])
     a = d.add_effect("gain", {"db": -6.0})
-    b = d.add_effect("eq", {"freq": 1000.0}, index=0)
+    b = d.add_effect("lowpass", {"cutoff_hz": 1000.0}, index=0)
     assert [e["id"] for e in d.effects()] == [b, a]
     d.move_effect(a, 0)
     assert [e["id"] for e in d.effects()] == [a, b]
     d.set_effect_param(a, "db", -3.0)
     d.set_bypass(b, True)
     assert d.effects()[0]["params"] == {"db": -3.0} and d.effects()[1]["bypass"] is True
+    assert d.effects()[1]["params"]["q"] > 0  # the catalog's defaults are filled in
+    with pytest.raises(ProjectError, match="no parameter"):
+        d.set_effect_param(a, "wet", 1.0)
+    with pytest.raises(ProjectError, match="fuzzbox"):
+        d.add_effect("fuzzbox")
     d.add_automation_point(f"{a}.db", 0.0, -6.0)
     d.remove_effect(a)
     assert [e["id"] for e in d.effects()] == [b]
@@ -173,6 +178,8 @@ def test_automation_names_volume_pan_or_an_effect_param():
     e = d.add_effect("gain", {"db": 0.0})
     with pytest.raises(ProjectError, match="no parameter"):
         d.add_automation_point(f"{e}.q", 0, 1)
+    with pytest.raises(ProjectError, match="db"):
+        d.add_automation_point(f"{e}.db", 0, 1e6)  # out of the parameter's range
     with pytest.raises(ProjectError, match="curve"):
         d.add_automation_point("pan", 0, 0, "wobbly")
 
@@ -310,13 +317,13 @@ def test_interchange_round_trip_through_a_new_document():
 
 
 @pytest.mark.parametrize("mutate,where", [
-    (lambda d: d["tracks"][0].__setitem__("kind", "video"), "tracks[0].kind"),
+    (lambda d: d["tracks"][0].__setitem__("kind", "video"), "kind"),
     (lambda d: d["tracks"][0]["clips"][0].__setitem__("length", -1.0), "length"),
     (lambda d: d["tracks"][0].__setitem__("colour", "red"), "colour"),
     (lambda d: d["tempo"].append({"at": -1.0, "bpm": 90.0, "ramp": False}), "tempo[1]"),
     (lambda d: d["tracks"][0]["sends"].append({"bus": "nope", "level": 1.0,
-                                               "pre_fader": False}), "not a bus"),
-    (lambda d: d["tracks"][1]["children"].append(dict(d["tracks"][0])), "used twice"),
+                                               "pre_fader": False}), "nope"),
+    (lambda d: d["tracks"][1]["children"].append(dict(d["tracks"][0])), "already the id"),
 ])
 def test_bad_imports_name_the_field(mutate, where):
     p = Project.create("alice")
@@ -330,12 +337,31 @@ def test_bad_imports_name_the_field(mutate, where):
     assert where in str(e.value)
 
 
-def test_file_sources_need_a_resolver():
+def test_file_sources_go_into_the_pool(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from companion.engine.pool import Pool
+
     p = Project.create("alice")
     p.add_track("audio", "A").add_clip(SRC, 0, 1)
     data = p.to_interchange()
     data["tracks"][0]["clips"][0]["source"] = {"file": "loops/a.wav"}
     with pytest.raises(ProjectError, match="pool"):
         Project.from_interchange(data, "bob")
-    q = Project.from_interchange(data, "bob", resolve_file=lambda f: SRC)
-    assert q.to_interchange()["tracks"][0]["clips"][0]["source"] == SRC
+    (tmp_path / "loops").mkdir()
+    sf.write(tmp_path / "loops" / "a.wav", np.zeros((480, 2), np.float32), 48000)
+    with Pool(tmp_path / "proj", 48000) as pool:
+        q = Project.from_interchange(data, "bob", pool=pool, base_dir=tmp_path)
+        ref = q.to_interchange()["tracks"][0]["clips"][0]["source"]
+        assert ref.startswith("sha256:") and ref in pool.refs()
+
+
+@pytest.mark.parametrize("module", ["document", "persist", "session_import"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"companion.model.{module}")
+    result = doctest.testmod(mod)
+    assert result.failed == 0 and result.attempted > 0

@@ -208,7 +208,7 @@ def test_concurrent_effect_inserts_keep_both():
         p.add_track("audio", "T", track_id="t")
 
     res = concurrent(setup, lambda a, _: a.track("t").add_effect("gain", effect_id="fa"),
-                     lambda b, _: b.track("t").add_effect("eq", effect_id="fb"))
+                     lambda b, _: b.track("t").add_effect("lowpass", effect_id="fb"))
     assert sorted(e["id"] for e in res["a_first"]["tracks"][0]["effects"]) == ["fa", "fb"]
 
 
@@ -287,3 +287,73 @@ def test_bad_update_bytes_are_refused(garbage):
     except ProjectError:
         pass
     assert a.to_interchange() == before
+
+
+def test_undo_skips_a_step_a_peer_has_overwritten_and_names_the_one_it_undid():
+    a, b = live_pair()
+    t = a.add_track("audio", "X")
+    sync(a, b)
+    a.track(t.id).volume = 0.5
+    sync(a, b)
+    b.track(t.id).volume = 0.7  # bob's later value replaces alice's
+    sync(a, b)
+    # nothing of alice's volume edit is left to revert, so (as in Yjs) undo goes on to
+    # her previous step, and says so
+    assert a.undo() == "add audio track"
+    sync(a, b)
+    assert a.tracks() == [] and b.tracks() == []
+    assert a.redo() == "add audio track"
+    sync(a, b)
+    assert [x.volume for x in b.tracks()] == [0.7]  # bob's value was never clobbered
+
+
+def test_a_one_way_replica_converges_to_the_editors_content():
+    """The player's replica hears the editor only (never sends): it repairs what it hears,
+    then hears the editor's own repair, and ends with the same content."""
+    a, b = live_pair()
+    a.add_track("meta", "M1", track_id="m1")
+    a.add_track("meta", "M2", track_id="m2")
+    a.add_track("audio", "T", track_id="t")
+    sync(a, b)
+    player = Project("player")
+    stop = a.observe_updates(player.apply_update)
+    a.move_track("m2", parent="m1")
+    a.move_track("t", parent="m2")
+    b.move_track("m1", parent="m2")
+    b.move_track("t", parent="m1")
+    a.apply_update(b.get_update(a.get_state()))
+    stop()
+    player.apply_update(a.get_update(player.get_state()))
+    assert player.to_interchange() == a.to_interchange()
+    # the cycle is cut at m1; t was moved into both metatracks and stays in m1 (the lower
+    # ID); m1's two concurrent appends are ordered by the CRDT, the same on every peer
+    ((top, kids),) = names(a.to_interchange())
+    assert top == "M1" and sorted(map(str, kids)) == sorted(map(str, ["T", ("M2", [])]))
+
+
+def test_track_moved_into_a_metatrack_the_other_peer_deleted_goes_to_the_root():
+    def setup(p: Project) -> None:
+        p.add_track("meta", "M", track_id="m")
+        p.add_track("audio", "In M", parent="m", track_id="inner")
+        p.add_track("audio", "X", track_id="x")
+
+    res = concurrent(setup, lambda a, _: a.move_track("x", parent="m"),
+                     lambda b, _: b.delete_track("m"))
+    assert names(res["a_first"]) == ["X"]  # "In M" went with its metatrack
+
+
+def test_undoing_a_delete_inside_a_metatrack_a_peer_deleted_lands_at_the_root():
+    a, b = live_pair()
+    a.add_track("meta", "M", track_id="m")
+    t = a.add_track("audio", "T", parent="m", track_id="t")
+    t.add_clip(SRC, 0, 1, clip_id="c")
+    a.add_track("audio", "Other", track_id="o")
+    sync(a, b)
+    a.delete_track("t")
+    sync(a, b)
+    b.delete_track("m")
+    sync(a, b)
+    assert a.undo() == "delete track"  # T and its clip come back, M does not
+    sync(a, b)
+    assert names(a.to_interchange()) == names(b.to_interchange()) == ["Other", "T"]
+    assert [c.id for c in b.track("t").clips()] == ["c"]

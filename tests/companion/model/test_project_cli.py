@@ -1,0 +1,131 @@
+"""``companion.model.cli.main``: ``ouro project new / import / export / info``, exit status
+2 with the field named for bad input, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from companion.model.cli import main
+from companion.model.persist import ProjectDir
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_new_info_export(tmp_path, capsys):
+    path = tmp_path / "song.ouro"
+    code, out, _ = run(capsys, "project", "new", str(path), "--sample-rate", "44100",
+                       "--bpm", "90", "--user", "alice")
+    assert code == 0 and "44100 Hz" in out
+    with ProjectDir.open(path, "alice") as pd:
+        g = pd.project.add_track("meta", "G")
+        t = pd.project.add_track("audio", "Drums", parent=g.id)
+        t.add_clip("sha256:" + "12" * 32, 0.0, 2.5)  # two and a half 4/4 bars
+        pd.project.add_track("bus", "Verb")
+    code, out, _ = run(capsys, "info", str(path))
+    assert code == 0
+    assert "tracks:  3 (1 audio, 1 bus, 1 meta)" in out and "clips:   1" in out
+    assert "3 bars, 6.667 s" in out  # 2.5 wn at 90 quarter notes a minute: 10 beats
+    assert "90 bpm at 0" in out and "4/4 at 0" in out
+    code, out, _ = run(capsys, "info", str(path), "--json")
+    info = json.loads(out)
+    assert (info["tracks"], info["clips"], info["length_bars"]) == (3, 1, 3)
+    assert info["length_seconds"] == pytest.approx(2.5 * 240 / 90)
+    out_json = tmp_path / "out" / "project.json"
+    out_json.parent.mkdir()
+    code, _, _ = run(capsys, "export", str(path), str(out_json))
+    assert code == 0
+    data = json.loads(out_json.read_text())
+    assert data["format"] == "ouroboros-project" and data["sample_rate"] == 44100
+    assert data["tracks"][0]["children"][0]["name"] == "Drums"
+
+
+def test_info_and_export_work_while_the_project_is_open(tmp_path, capsys):
+    path = tmp_path / "song.ouro"
+    pd = ProjectDir.create(path, "alice")
+    pd.project.add_track("audio", "Live")
+    code, out, _ = run(capsys, "info", str(path))
+    assert code == 0 and "tracks:  1" in out
+    pd.close()
+
+
+def test_import_a_project_json_with_file_sources_and_round_trip(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "loops").mkdir(parents=True)
+    sf.write(src / "loops" / "a.wav", np.linspace(-1, 1, 960, dtype=np.float32), 48000)
+    doc = {"format": "ouroboros-project", "version": 1, "sample_rate": 48000,
+           "tempo": [{"at": 0.0, "bpm": 100.0, "ramp": False}],
+           "meter": [{"at": 0.0, "num": 3, "den": 4}],
+           "tracks": [{"id": "t1", "kind": "audio", "name": "A",
+                       "clips": [{"id": "c1", "source": {"file": "loops/a.wav"},
+                                  "start": 0.0, "length": 1.5, "loop": True}]}],
+           "master": {"volume": 0.9, "effects": []}}
+    (src / "project.json").write_text(json.dumps(doc))
+    dest = tmp_path / "song.ouro"
+    code, _, err = run(capsys, "import", str(src / "project.json"), str(dest))
+    assert code == 0, err
+    exported = tmp_path / "again.json"
+    assert run(capsys, "export", str(dest), str(exported))[0] == 0
+    data = json.loads(exported.read_text())
+    ref = data["tracks"][0]["clips"][0]["source"]
+    assert ref.startswith("sha256:") and list((dest / "audio").glob(ref[7:] + ".*"))
+    assert data["meter"] == doc["meter"] and data["master"]["volume"] == 0.9
+    # the exported file (sha256 sources, its pool next to it) imports again
+    shutil.copy(exported, dest / "copy.json")
+    code, _, err = run(capsys, "import", str(dest / "copy.json"), str(tmp_path / "b.ouro"))
+    assert code == 0, err
+    assert run(capsys, "export", str(tmp_path / "b.ouro"), str(tmp_path / "b.json"))[0] == 0
+    assert json.loads((tmp_path / "b.json").read_text()) == data
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["new", "{d}/x.ouro", "--sample-rate", "1234"], "--sample-rate"),
+    (["new", "{d}/x.ouro", "--bpm", "0"], "--bpm"),
+    (["new", "{d}/x.ouro", "--bpm", "fast"], "--bpm"),
+    (["frobnicate"], "invalid choice"),
+    (["info", "{d}/missing.ouro"], "not a project directory"),
+    (["import", "{d}/nothing.json", "{d}/x.ouro"], "does not exist"),
+    (["import", "{d}/bad.json", "{d}/x.ouro"], "length"),
+    (["import", "{d}/notjson.json", "{d}/x.ouro"], "not valid JSON"),
+])
+def test_bad_input_exits_2_naming_the_field(tmp_path, capsys, argv, field):
+    bad = {"format": "ouroboros-project", "version": 1,
+           "tracks": [{"id": "t1", "kind": "audio", "name": "A",
+                       "clips": [{"id": "c1", "source": "sha256:" + "0" * 64, "start": 0,
+                                  "length": -1}]}]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "notjson.json").write_text("{tracks: [")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run(capsys, *[a.format(d=tmp_path) for a in argv])
+    assert code == 2
+    assert field in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing half-written
+
+
+def test_import_a_pedal_session(tmp_path, capsys):
+    from rtcore.store import save_session
+    from tests.rtcore.test_session import two_loops
+
+    save_session(two_loops().engine, tmp_path / "session")
+    code, out, err = run(capsys, "import", str(tmp_path / "session"),
+                         str(tmp_path / "live.ouro"))
+    assert code == 0, err
+    assert "3 tracks, 2 clips" in out
+    code, out, _ = run(capsys, "info", str(tmp_path / "live.ouro"))
+    assert "4 bars, 8.000 s" in out
+
+
+def test_export_over_an_unwritable_path_exits_2(tmp_path, capsys):
+    path = tmp_path / "song.ouro"
+    ProjectDir.create(path, "alice").close()
+    code, _, err = run(capsys, "export", str(path), str(tmp_path / "no" / "dir" / "p.json"))
+    assert code == 2 and "No such file" in err
+    assert not (tmp_path / "no").exists()
