@@ -217,7 +217,7 @@ def _enum(v: Any, where: str, options: tuple[str, ...]) -> str:
 _TRACK_COMMON = ("kind", "id", "name", "volume", "pan", "mute", "solo", "effects", "sends",
                  "automation")
 _TRACK_FIELDS = {
-    "audio": (*_TRACK_COMMON, "clips"),
+    "audio": (*_TRACK_COMMON, "clips", "frozen"),
     "midi": (*_TRACK_COMMON, "clips", "instrument"),
     "meta": (*_TRACK_COMMON, "children", "offset", "speed"),
     "bus": _TRACK_COMMON,
@@ -225,6 +225,14 @@ _TRACK_FIELDS = {
 _AUDIO_CLIP = ("id", "source", "start", "length", "offset", "gain", "fade_in", "fade_out",
                "reversed", "loop", "source_bpm")
 _MIDI_CLIP = ("id", "start", "length", "notes", "cc")
+
+
+def _without_sends(track: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in track.items() if k != "sends"}
+    if isinstance(out.get("children"), list):
+        out["children"] = [_without_sends(c) if isinstance(c, dict) else c
+                           for c in out["children"]]
+    return out
 
 
 def normalize_project(raw: Any, pool: SourcePool | None = None,
@@ -255,6 +263,9 @@ class _Normalizer:
         self.imported: dict[Path, str] = {}
         # routing edges (track id -> track id or "" for the master), with where they came from
         self.edges: dict[str, list[tuple[str, str]]] = {}
+        self.sample_rate = 48000
+        self.raw_tempo: Any = None
+        self.raw_meter: Any = None
 
     # ---- top level
     def project(self, raw: Any) -> dict[str, Any]:
@@ -269,6 +280,9 @@ class _Normalizer:
         rate = _int(p.get("sample_rate", 48000), "sample_rate", 1, 10**6)
         if rate not in SAMPLE_RATES:
             raise ProjectError("sample_rate", f"must be one of {SAMPLE_RATES}, got {rate}")
+        self.sample_rate = rate
+        self.raw_tempo = p.get("tempo", [{"at": 0.0, "bpm": 120.0}])
+        self.raw_meter = p.get("meter", [{"at": 0.0, "num": 4, "den": 4}])
         tempo = self.tempo(p.get("tempo", [{"at": 0.0, "bpm": 120.0}]))
         meter = self.meter(p.get("meter", [{"at": 0.0, "num": 4, "den": 4}]))
         tracks = [self.track(t, f"tracks[{i}]", None, 0)
@@ -306,6 +320,25 @@ class _Normalizer:
                 "effects": self.effects(m.get("effects", []), "master")}
 
     # ---- tracks
+    def frozen(self, raw: Any, where: str) -> dict[str, Any]:
+        """A frozen track keeps what it was (``{"track": {...}}``, the original in the
+        interchange form) so that it can be unfrozen; what plays is the audio track's own
+        clips (the bounce). The original is checked as a project of its own, with this
+        project's tempo, so that unfreezing can never bring back something unplayable."""
+        _object(raw, where, ("track",), ("track",))
+        original = raw["track"]
+        if not isinstance(original, dict):
+            raise ProjectError(f"{where} > track", f"must be an object, got "
+                               f"{_type_name(original)}")
+        inner = _Normalizer(self.pool, None)
+        try:  # its sends name this project's buses: checked when it is unfrozen
+            inner.project({"format": "ouroboros-project", "version": 1,
+                           "sample_rate": self.sample_rate, "tempo": self.raw_tempo,
+                           "meter": self.raw_meter, "tracks": [_without_sends(original)]})
+        except ProjectError as e:
+            raise ProjectError(f"{where} > track > {e.where}", e.problem) from None
+        return {"track": original}
+
     def track(self, raw: Any, where: str, parent: str | None, meta_depth: int
               ) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -348,6 +381,8 @@ class _Normalizer:
             t["clips"] = [self.audio_clip(c, _at(where, f"clips[{i}]"))
                           for i, c in enumerate(_list(raw.get("clips", []),
                                                       _at(where, "clips")))]
+            if raw.get("frozen") is not None:
+                t["frozen"] = self.frozen(raw["frozen"], _at(where, "frozen"))
         elif kind == "midi":
             t["clips"] = [self.midi_clip(c, _at(where, f"clips[{i}]"))
                           for i, c in enumerate(_list(raw.get("clips", []),
