@@ -243,3 +243,57 @@ def test_a_subscriber_gets_the_state_as_a_stream(rig) -> None:
     assert len(heads) == 10 and heads == sorted(heads) and heads[-1] > heads[0], heads
     assert all(0.0 <= p <= 1.0 for e in events for p in e["peaks"])
     assert any(max(e["peaks"]) > 0 for e in events)
+
+
+def test_edits_sent_as_updates_are_heard_while_playing(server: JackServer,
+                                                       tmp_path: Path) -> None:
+    """The app holds the project directory open and edits it; the player, started on the
+    same directory, gets each edit's Y update over the socket and plays the new state."""
+    import base64
+
+    from companion.model.persist import ProjectDir
+
+    path = tmp_path / "song.ouro"
+    with ProjectDir.create(path, "app", sample_rate=RATE, bpm=120.0) as pd:
+        with pd.pool() as pool:
+            ref = pool.add_array(np.full((2, RATE), 0.25, np.float32), RATE)
+        track = pd.project.add_track("audio", "Drone")
+        track.add_clip(ref, start=0.0, length=64.0, loop=True)
+    app = ProjectDir.open(path, "app")
+    sent: list[bytes] = []
+    stop = app.project.observe_updates(sent.append)
+    player = PlayerProcess(server, path, tmp_path / "player.sock")
+    recorder = SignalClient(server.name, "rec-updates", inputs=2, record_seconds=30)
+    try:
+        for i in (1, 2):
+            recorder.connect(f"ouro-player:out_{i}", f"rec-updates:in_{i}")
+        assert player.ask(cmd="play")["ok"]
+        wait_playhead(player, RATE // 2)
+        level = np.abs(recording(recorder)[:, -PERIOD:]).max()
+        assert level == pytest.approx(0.25)
+        track = app.project.tracks()[0]
+        for volume in (0.5, 0.0):
+            compiles = player.ask(cmd="status")["state"]["compiles"]
+            sent.clear()
+            track.volume = volume
+            for update in sent:
+                reply = player.ask(cmd="update", update=base64.b64encode(update).decode())
+                assert reply["ok"], reply
+            deadline = time.monotonic() + 10
+            while player.ask(cmd="status")["state"]["compiles"] == compiles:
+                assert time.monotonic() < deadline, "the update was never compiled"
+                time.sleep(0.02)
+            time.sleep(0.3)  # the glide (10 ms) and a few periods
+            level = np.abs(recording(recorder)[:, -PERIOD:]).max()
+            assert level == pytest.approx(0.25 * volume), volume
+        st = player.ask(cmd="status")["state"]
+        assert st["compile_error"] == "" and st["compile_ms"] > 0, st
+        # an update that is not one: answered, and the player plays on
+        bad = player.ask(cmd="update", update=base64.b64encode(b"\x00garbage").decode())
+        assert bad["ok"] is False and "update" in bad["error"], bad
+        assert player.ask(cmd="status")["state"]["playing"]
+    finally:
+        stop()
+        app.close()
+        recorder.close()
+        assert player.close() == 0
