@@ -329,7 +329,8 @@ class PlanMaker:
             tempo = TempoMap(tempo_points(snapshot["tempo"]), rate)
             meter = Meter(meter_points(snapshot["meter"]))
             horizon = tempo.position(BEAT_HORIZON_S)
-            self._beats = [(tempo.frame(x), bar) for x, bar in meter.beats_between(0.0, horizon)]
+            self._beats = [(tempo.frame(x), bar)
+                           for x, bar in meter.beats_between(0.0, horizon)]
             self._time_key, self.tempo = key, tempo
         self.plan = plan
         return plan, self._beats
@@ -348,21 +349,41 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-connect", action="store_true",
                         help="do not connect to the sound card's playback ports")
     parser.add_argument("--play", action="store_true", help="start playing at once")
+    parser.add_argument("--backend", choices=("auto", "jack", "portaudio"), default="auto",
+                        help="JACK, or PortAudio where there is no JACK server (auto: JACK "
+                        "if a server answers)")
+    parser.add_argument("--device", help="PortAudio: the output device (name or number)")
+    parser.add_argument("--block-size", type=int, default=256,
+                        help="PortAudio: frames per block (JACK's is the server's)")
     args = parser.parse_args(argv)
+    if not 16 <= args.block_size <= 8192:
+        parser.error(f"--block-size must be 16..8192, got {args.block_size}")
     from companion.engine.pool import Pool
+    from companion.engine.portaudio_host import PortAudioError, PortAudioHost
     from companion.errors import CompanionError
     from rtcore.host import HostError, JackHost
 
     try:
         replica, pool_dir = open_replica(args.project)
+        rate = int(replica.snapshot()["sample_rate"])
     except (CompanionError, OSError) as exc:
         say(f"cannot open {args.project}: {exc}")
         return 2
-    try:
-        host = JackHost(args.server, args.name, connect=not args.no_connect)
-    except HostError as exc:
-        say(f"no JACK server: {exc}")
-        return 1
+    host: Any = None
+    if args.backend in ("auto", "jack"):
+        try:
+            host = JackHost(args.server, args.name, connect=not args.no_connect)
+        except HostError as exc:
+            if args.backend == "jack":
+                say(f"no JACK server: {exc}")
+                return 1
+            say(f"no JACK server ({exc}): PortAudio instead")
+    if host is None:
+        try:
+            host = PortAudioHost(rate, args.block_size, args.device, args.name)
+        except PortAudioError as exc:
+            say(str(exc))
+            return 1
     pool = Pool(pool_dir, host.sample_rate)
     player = Player(host.sample_rate, host.blocksize)
     maker = PlanMaker(pool, host.sample_rate, host.blocksize)
@@ -378,7 +399,14 @@ def main(argv: list[str]) -> int:
     if args.play:
         player.submit("play")
     compiler = Compiler(player, replica, maker)
-    host.attach(player)
+    try:
+        host.attach(player)
+    except CompanionError as exc:
+        say(str(exc))
+        compiler.close()
+        host.close()
+        pool.close()
+        return 1
 
     def to_frame(x: float) -> int:
         return int(maker.tempo.frame(x))
@@ -390,7 +418,8 @@ def main(argv: list[str]) -> int:
     path = args.socket or default_socket()
     try:
         asyncio.run(serve(api, path, host.poll,
-                          ready=lambda: say(f"playing {args.project} on JACK "
+                          ready=lambda: say(f"playing {args.project} through "
+                                            f"{host.status().get('backend', 'JACK')} at "
                                             f"{host.sample_rate} Hz / {host.blocksize}; "
                                             f"API on {path}")))
     except KeyboardInterrupt:

@@ -297,3 +297,53 @@ def test_edits_sent_as_updates_are_heard_while_playing(server: JackServer,
         app.close()
         recorder.close()
         assert player.close() == 0
+
+
+def test_without_jack_it_plays_through_portaudio(tmp_path: Path) -> None:
+    """No JACK server: ``ouro play`` falls back to PortAudio, here ALSA's null device (the
+    machine has no sound card). The null device has no clock of its own (it takes blocks
+    as fast as they come), so this shows the stream running the player, not its pace."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text('pcm.ouronull {\n type null\n hint { show on '
+                                    'description "silent output" }\n}\n')
+    project = make_project(tmp_path / "song")
+    sock = tmp_path / "pa.sock"
+    env = {**os.environ, "HOME": str(home), "JACK_NO_START_SERVER": "1",
+           "JACK_DEFAULT_SERVER": unique_server_name("nobody-here")}
+    proc = subprocess.Popen([OURO, "play", str(project), "--socket", str(sock), "--device",
+                             "ouronull", "--block-size", "512", "--play"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else proc.returncode
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(str(sock))
+        reader = conn.makefile("rb")
+
+        def ask(**req: Any) -> dict[str, Any]:
+            conn.sendall(json.dumps(req).encode() + b"\n")
+            reply: dict[str, Any] = json.loads(reader.readline())
+            return reply
+
+        first = ask(cmd="status")
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        second = ask(cmd="status")
+        took = time.monotonic() - t0
+        host = second["host"]
+        assert host["backend"] == "portaudio" and host["device"] == "ouronull", host
+        assert host["sample_rate"] == RATE and host["blocksize"] == 512
+        moved = (second["state"]["playhead_frame"] - first["state"]["playhead_frame"]) / RATE
+        assert second["state"]["playing"] and moved > 0.5 * took, (moved, took)
+        assert host["callbacks"] > 0 and host["state"] == "running", host
+        assert max(second["state"]["peaks"]) > 0  # the plan was rendered
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=20)
+    assert rc == 0
+    assert "no JACK server" in (proc.stderr.read() if proc.stderr else "")
