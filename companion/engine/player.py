@@ -36,6 +36,15 @@ class Renderable(Protocol):
     def render(self, start_frame: int, out: NDArray[np.float32]) -> None: ...
 
 
+def meters_for(plan: Any, track_ids: Sequence[str]) -> tuple[
+        list[str], list[NDArray[np.float32]], NDArray[np.float32]]:
+    """The per-track meters of a new plan (off the audio thread): its stems for the root
+    tracks ``track_ids`` turned on, and the peak array the audio side fills."""
+    ids = [t for t in track_ids if t in plan.track_ids]
+    plan.enable_stems(ids)
+    return ids, [plan.stems[t] for t in ids], np.zeros((len(ids), 2), np.float32)
+
+
 class Player:
     """The transport around a plan. ``frame`` counts the host's frames (for JACK's frame
     clock), ``playhead`` is the arrangement's frame."""
@@ -70,12 +79,18 @@ class Player:
         # what the audio side reports: peaks since the last snapshot, per channel
         self.peaks = np.zeros(2, np.float32)
         self._peak_block = np.zeros(2, np.float32)
+        # per-track meters: the plan's stems (root tracks' outputs), made with the plan
+        self._meter_ids: list[str] = []
+        self._stems: list[NDArray[np.float32]] = []
+        self.track_peaks = np.zeros((0, 2), np.float32)
+        self._scratch = np.zeros((2, self.block_size), np.float32)
 
     # --------------------------------------------------------------- control side
 
     def submit(self, *command: Any) -> bool:
         """Queue a command for the next block start; False (counted) when the queue is full.
-        Commands: ``("plan", plan)``, ``("play",)``, ``("stop",)``, ``("locate", frame)``,
+        Commands: ``("plan", plan)`` or ``("plan", plan, meters)`` with
+        :func:`meters_for`'s result, ``("play",)``, ``("stop",)``, ``("locate", frame)``,
         ``("loop", start_frame, end_frame)`` (``-1, -1`` clears it), ``("metronome", on)``,
         ``("beats", frames, accents)``."""
         if len(self.commands) >= MAX_COMMANDS:
@@ -95,7 +110,12 @@ class Player:
         """Playhead, state and the peaks since the last snapshot (then cleared). Any thread."""
         peaks = [float(self.peaks[0]), float(self.peaks[1])]
         self.peaks[:] = 0.0
+        held = self.track_peaks  # one plan's arrays: ids and rows stay together
+        tracks = {tid: [float(held[i, 0]), float(held[i, 1])]
+                  for i, tid in enumerate(self._meter_ids[:held.shape[0]])}
+        held[:] = 0.0
         return {"playing": self.playing, "playhead_frame": self.playhead,
+                "tracks": tracks,
                 "loop": ([self.loop_start, self.loop_end] if self.loop_start >= 0 else None),
                 "metronome": self.metronome, "peaks": peaks, "xruns": self.xruns,
                 "plans_swapped": self.plans_swapped}
@@ -112,6 +132,8 @@ class Player:
             if kind == "plan":
                 self.plan = cmd[1]
                 self.plans_swapped += 1
+                if len(cmd) > 2:
+                    self._meter_ids, self._stems, self.track_peaks = cmd[2]
             elif kind == "play":
                 self.playing = True
             elif kind == "stop":
@@ -151,6 +173,8 @@ class Player:
                 seg = min(seg, self.loop_end - pos)
             out = buf[:, done:done + seg]
             self.plan.render(pos, out)
+            if self._stems:
+                self._meter(seg)
             if self.metronome:
                 self._click(pos, seg, out, click_out[done:done + seg])
             self.playhead = pos + seg
@@ -160,6 +184,16 @@ class Player:
         np.copyto(main_out.T, buf[:, :n])
         np.max(np.abs(buf[:, :n]), axis=1, out=self._peak_block)
         np.maximum(self.peaks, self._peak_block, out=self.peaks)
+
+    def _meter(self, seg: int) -> None:
+        """Each stem's peak over the ``seg`` frames just rendered, kept as a running max."""
+        scratch = self._scratch[:, :seg]
+        block = self._peak_block
+        peaks = self.track_peaks
+        for i, stem in enumerate(self._stems):
+            np.abs(stem[:, :seg], out=scratch)
+            np.max(scratch, axis=1, out=block)
+            np.maximum(peaks[i], block, out=peaks[i])
 
     def _click(self, pos: int, seg: int, out: NDArray[np.float32],
                click_out: NDArray[np.float32]) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from companion.engine.player import Player
+from companion.engine.player import Player, meters_for
 from companion.errors import CompanionError
 
 MAX_LINE = 32 * 1024 * 1024  # one request; document updates are the big ones
@@ -87,7 +87,7 @@ class Compiler:
             except CompanionError as exc:
                 self.last_error = str(exc)  # the old plan keeps playing
                 continue
-            self.player.submit("plan", plan)
+            self.player.submit("plan", plan, meters_for(plan, _root_ids(snapshot)))
             self.player.set_beats(beats)
             self.compiles += 1
             self.last_error = ""
@@ -221,6 +221,10 @@ class Api:
                 writer.write(_line({"event": "state", **self.state()}))
                 await writer.drain()
                 await asyncio.sleep(1.0 / rate_hz)
+
+
+def _root_ids(snapshot: dict[str, Any]) -> list[str]:
+    return [str(t["id"]) for t in snapshot.get("tracks", []) if isinstance(t, dict)]
 
 
 def _line(obj: dict[str, Any]) -> bytes:
@@ -394,7 +398,7 @@ def main(argv: list[str]) -> int:
         host.close()
         pool.close()
         return 2
-    player.submit("plan", plan)
+    player.submit("plan", plan, meters_for(plan, _root_ids(replica.snapshot())))
     player.set_beats(beats)
     if args.play:
         player.submit("play")

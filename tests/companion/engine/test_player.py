@@ -243,6 +243,8 @@ def test_a_subscriber_gets_the_state_as_a_stream(rig) -> None:
     assert len(heads) == 10 and heads == sorted(heads) and heads[-1] > heads[0], heads
     assert all(0.0 <= p <= 1.0 for e in events for p in e["peaks"])
     assert any(max(e["peaks"]) > 0 for e in events)
+    assert any(max(e["tracks"]["t1"]) > 0 for e in events)
+    assert all(set(e["tracks"]) == {"t1", "m1"} for e in events)
 
 
 def test_edits_sent_as_updates_are_heard_while_playing(server: JackServer,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from companion.engine.player import MAX_COMMANDS, Player
+from companion.engine.player import MAX_COMMANDS, Player, meters_for
 from companion.engine.pool import Pool
 from companion.engine.render import compile_plan, render_range
 from companion.model.timemap import Meter, MeterPoint, TempoMap, TempoPoint
@@ -123,3 +123,22 @@ def test_commands_beyond_the_queue_are_refused_and_counted() -> None:
     assert player.dropped_commands == 1
     run(player, BLOCK)
     assert player.playhead == MAX_COMMANDS - 1 and not player.commands
+
+
+def test_each_root_track_has_its_meter(project) -> None:
+    doc, pool = project
+    quiet = dict(doc["tracks"][0], id="q", name="Quiet", volume=0.25,
+                 clips=[dict(doc["tracks"][0]["clips"][0], id="c2")])
+    doc["tracks"].append(quiet)
+    plan = compile_plan(doc, pool, max_block=BLOCK)
+    player = Player(RATE, BLOCK)
+    player.submit("plan", plan, meters_for(plan, ["t", "q", "gone"]))
+    player.submit("play")
+    run(player, 5000)
+    alone = render_range({**doc, "tracks": [doc["tracks"][0]]}, pool, 0, 5000, 4096)
+    tracks = player.snapshot()["tracks"]
+    assert set(tracks) == {"t", "q"}
+    for ch in (0, 1):
+        assert tracks["t"][ch] == pytest.approx(float(np.abs(alone[ch]).max()))
+        assert tracks["q"][ch] == pytest.approx(0.25 * tracks["t"][ch], rel=1e-6)
+    assert player.snapshot()["tracks"] == {"t": [0.0, 0.0], "q": [0.0, 0.0]}
