@@ -16,7 +16,8 @@ from rtcore.live import DEFAULT_OSC_PORT
 # The companion's commands parse their own arguments; the pedal's commands never import them.
 COMPANION_COMMANDS = {
     "render": ("companion.engine.cli", "render an arrangement to a WAV file (spec/companion.md)"),
-    "project": ("companion.model.cli", "companion projects: new, import, export, info"),
+    "project": ("companion.model.cli", "companion projects: new, import, export, info, "
+                "bounce, unfreeze"),
     "play": ("companion.engine.playserver", "play a companion project through JACK, driven "
              "over a local socket (docs/player.md)"),
 }

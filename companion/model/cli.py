@@ -6,19 +6,32 @@
     ouro project import SRC DEST.ouro     SRC: a project.json, or a pedal session directory
     ouro project export NAME.ouro OUT.json
     ouro project info NAME.ouro [--json]
+    ouro project bounce NAME.ouro TRACK [--freeze | --flatten | --out FILE.wav]
+    ouro project unfreeze NAME.ouro TRACK
 
 Exit status 0 on success, 2 for bad input (the message on stderr names the field), and
 nothing is half-written: a new project directory appears whole or not at all, and an export
 replaces its file atomically. ``info`` and ``export`` read the project without locking or
 writing it, so they work while the companion has it open.
+
+``bounce`` renders a track (by ID or unique name) as the mix hears it, pre-fader
+(``companion.engine.bounce``): with ``--freeze`` or ``--flatten`` into the project's pool and
+onto the track in one undoable edit, with ``--out`` into a WAV file only (written under a
+temporary name and renamed when whole), and with neither into the pool alone (its reference
+is printed). Everything is checked before the render starts, so a refused bounce writes
+nothing; a long render shows its progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
+import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +64,21 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="tracks, clips, length and tempo")
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
-    for sp in (new, imp, exp, info):
+    bounce = sub.add_parser("bounce", help="render a track into the pool (freeze, flatten) "
+                            "or a WAV file")
+    bounce.add_argument("path", type=Path)
+    bounce.add_argument("track", help="the track's ID or its (unique) name")
+    how = bounce.add_mutually_exclusive_group()
+    how.add_argument("--freeze", action="store_true",
+                     help="replace the track by its bounce, keeping it to unfreeze")
+    how.add_argument("--flatten", action="store_true",
+                     help="replace the track by its bounce for good")
+    how.add_argument("--out", type=Path, default=None, help="write the bounce to this WAV")
+    bounce.add_argument("--block-size", type=int, default=4096, help="frames per block")
+    unfreeze = sub.add_parser("unfreeze", help="bring a frozen track's original back")
+    unfreeze.add_argument("path", type=Path)
+    unfreeze.add_argument("track", help="the track's ID or its (unique) name")
+    for sp in (new, imp, exp, info, bounce, unfreeze):
         sp.add_argument("--user", default=None, help="who edits (default: the login name)")
     return p
 
@@ -179,6 +206,136 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_track(p: Project, key: str) -> str:
+    """The ID of the track whose ID is ``key``, or else whose name is ``key`` (it must be
+    the only one); :class:`ProjectError` naming ``key`` otherwise."""
+    tracks = p.all_tracks()
+    if any(t.id == key for t in tracks):
+        return key
+    named = [t.id for t in tracks if t.name == key]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise ProjectError(f"track {key!r}", f"names {len(named)} tracks ({', '.join(named)}); "
+                           "give its ID")
+    raise ProjectError(f"track {key!r}", "no track has this ID or name")
+
+
+class _Progress:
+    """Progress on stderr while a long render runs (only on a terminal)."""
+
+    def __init__(self, sample_rate: int, label: str):
+        self.on = sys.stderr.isatty()
+        self.min_frames = 40 * sample_rate  # shorter renders finish before anyone looks
+        self.label = label
+        self.last = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.on or total < self.min_frames:
+            return
+        now = time.monotonic()
+        if done < total and now - self.last < 0.2:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        sys.stderr.write(f"\r{self.label} [{'#' * int(frac * 30):<30}] {frac * 100:5.1f}%")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _write_wav(path: Path, data: Any, sample_rate: int) -> None:
+    """Write ``data`` ((2, frames) float32) to ``path`` whole or not at all."""
+    import soundfile as sf
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        sf.write(str(tmp), data.T, sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _bounce(args: argparse.Namespace) -> int:
+    if not 1 <= args.block_size <= 1 << 20:
+        raise ProjectError("--block-size", f"must be 1 to {1 << 20}, got {args.block_size}")
+    if args.out is not None:
+        if args.out.suffix.lower() != ".wav":
+            raise ProjectError("--out", f"{args.out} must be a .wav file")
+        # a file only: the project is read as it is on disk, neither locked nor written
+        project, _ = read_project(args.path)
+        _bounce_into(args, project)
+        return 0
+    _with_project(args, lambda p: _bounce_into(args, p))
+    return 0
+
+
+def _with_project(args: argparse.Namespace, work: Callable[[Project], None]) -> None:
+    """Open the project, run ``work``, close it; when ``work`` fails the directory is left
+    exactly as it was (closed without compaction: nothing was edited, nothing rewritten)."""
+    pd = ProjectDir.open(args.path, _user(args.user))
+    try:
+        work(pd.project)
+    except BaseException:
+        pd.close(compact=False)
+        raise
+    pd.close()
+
+
+def _bounce_into(args: argparse.Namespace, p: Project) -> None:
+    from companion.engine.bounce import bounce_track, render_track
+    from companion.engine.pool import Pool
+    tid = find_track(p, args.track)
+    name = f"track {tid} {p.track(tid).name!r}"
+    if args.freeze or args.flatten:
+        try:  # before the render: a refused freeze must not leave a source behind
+            p.check_bounceable(tid)
+        except ProjectError as e:
+            raise ProjectError(name, e.problem) from None
+    snapshot = p.to_interchange()
+    progress = _Progress(p.sample_rate, f"bouncing {p.track(tid).name}")
+    with Pool(args.path, p.sample_rate) as pool:
+        try:
+            if args.out is not None:
+                r = render_track(snapshot, tid, pool, block_size=args.block_size,
+                                 progress=progress)
+                _write_wav(args.out, r.data, r.sample_rate)
+                print(f"{args.out}: {name}, {r.data.shape[1] / r.sample_rate:.3f} s from "
+                      f"{r.start_wn:g} wn")
+                _warn_sends(r.outside_sends)
+                return
+            b = bounce_track(snapshot, tid, pool, block_size=args.block_size,
+                             progress=progress)
+        except ProjectError as e:
+            if e.where.startswith(f"track {tid}"):
+                raise
+            raise ProjectError(f"{name} > {e.where}", e.problem) from None
+    if args.freeze:
+        p.freeze(tid, b)
+    elif args.flatten:
+        p.flatten(tid, b)
+    what = "frozen" if args.freeze else "flattened" if args.flatten else "in the pool"
+    print(f"{name}: bounced, {b.frames / b.sample_rate:.3f} s from {b.start_wn:g} wn "
+          f"({b.length_wn:g} wn), {b.ref}; {what}")
+    _warn_sends(b.outside_sends)
+
+
+def _warn_sends(sends: tuple[str, ...]) -> None:
+    if sends:
+        print(f"note: sends from inside it to buses outside it are not in the bounce: "
+              f"{', '.join(sends)}", file=sys.stderr)
+
+
+def _unfreeze(args: argparse.Namespace) -> int:
+    def work(p: Project) -> None:
+        tid = find_track(p, args.track)
+        p.unfreeze(tid)
+        print(f"track {tid} {p.track(tid).name!r}: unfrozen")
+    _with_project(args, work)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Run ``ouro project ARGS`` (``argv`` without the program name; a leading ``project``
     is skipped). Returns the exit status."""
@@ -186,14 +343,17 @@ def main(argv: list[str]) -> int:
         argv = argv[1:]
     try:
         args = _parser().parse_args(argv)
-        return {"new": _new, "import": _import, "export": _export,
-                "info": _info}[args.command](args)
+        return {"new": _new, "import": _import, "export": _export, "info": _info,
+                "bounce": _bounce, "unfreeze": _unfreeze}[args.command](args)
     except CompanionError as e:
         print(f"ouro project: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"ouro project: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a long bounce stopped: its edit never started
+        print("ouro project: interrupted; nothing written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,8 @@ Layout (the document's root types)::
     tracks     Map    track ID -> Map {kind, name, volume, pan, mute, solo,
                         offset, speed            (metatracks)
                         instrument               (MIDI tracks: one value)
+                        frozen, frozen_clips     (frozen audio tracks: the original as
+                                                  one JSON string, the bounce clips' IDs)
                         children: Array of IDs   (metatracks: their order)
                         effects: Map effect ID -> Map {kind, bypass, params: Map}
                         effect_order: Array of effect IDs
@@ -22,6 +24,7 @@ Layout (the document's root types)::
     clips      Map    clip ID -> Map {track, kind ("audio" | "midi"), start, length,
                         audio: source, offset, gain, fade_in, fade_out, reversed, loop,
                                source_bpm (absent when the clip does not follow the tempo)
+                               bounce (the track ID it is a bounce of; see freeze)
                         midi: notes: Map note ID -> {...}, cc: Map event ID -> {...}}
     master_effects       Map    the master chain's effects (as a track's ``effects``)
     master_effect_order  Array  its order
@@ -60,7 +63,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pycrdt import Array, Doc, Map, UndoManager
 
@@ -623,6 +626,191 @@ class Project:
             del self._map("tracks")[meta_id]
         return [Track(self, k) for k in kids]
 
+    # --- bounce: freeze, flatten, unfreeze ----------------------------------------------
+    def _refuse_if_frozen(self, track_id: str, what: str = "its content") -> None:
+        """Frozen tracks hold their bounce and nothing else the user can edit."""
+        m = self._map("tracks").get(track_id)
+        if isinstance(m, Map) and m.get("frozen") is not None:
+            raise ProjectError(f"track {track_id}", f"is frozen: {what} cannot change; "
+                               "unfreeze it first")
+
+    def check_bounceable(self, track_id: str) -> list[str]:
+        """Raise :class:`ProjectError` (naming the track) if ``track_id`` cannot be frozen or
+        flattened: it does not exist, is a bus, is frozen already, or holds a bus that a
+        track outside it sends to. Returns the track and everything inside it, depth
+        first. (Callers check this before spending a render on the bounce.)"""
+        tracks, _ = self._plain_tracks()
+        if track_id not in tracks:
+            raise ProjectError(f"track {track_id}", "does not exist")
+        t = tracks[track_id]
+        if t.get("frozen") is not None:
+            raise ProjectError(f"track {track_id}", "is frozen already; unfreeze it first")
+        if t.get("kind") == "bus":
+            raise ProjectError(f"track {track_id}", "is a bus: its content is other tracks' "
+                               "sends, which a bounce cannot hold")
+        inside: list[str] = []
+        stack = [track_id]
+        while stack:
+            x = stack.pop()
+            inside.append(x)
+            stack.extend(reversed([c for c in tracks.get(x, {}).get("children") or []
+                                   if c in tracks]))
+        mine = set(inside)
+        for tid in sorted(tracks):
+            if tid in mine:
+                continue
+            for bus in sorted(tracks[tid].get("sends") or {}):
+                if bus in mine:
+                    raise ProjectError(f"track {track_id}", f"holds bus {bus}, which track "
+                                       f"{tid} outside it sends to; remove the send first")
+        return inside
+
+    def freeze(self, track_id: str, bounce: BounceLike) -> None:
+        """Replace the track by its bounce, keeping the original to :meth:`unfreeze`: in one
+        undoable edit the track becomes an audio track (same ID, name, volume, pan, mute,
+        solo, sends and volume/pan automation, all still live) holding one clip of
+        ``bounce`` (``companion.engine.bounce.bounce_track``), with the original, its
+        children, clips, effects and IDs, kept in ``frozen``. A frozen track refuses edits
+        to its content."""
+        self._replace_with_bounce(track_id, bounce, keep=True, label="freeze track")
+
+    def flatten(self, track_id: str, bounce: BounceLike) -> None:
+        """Like :meth:`freeze`, but the original is dropped (the track is an ordinary audio
+        track afterwards). Undo brings it back."""
+        self._replace_with_bounce(track_id, bounce, keep=False, label="flatten track")
+
+    def _replace_with_bounce(self, track_id: str, bounce: BounceLike, keep: bool,
+                             label: str) -> None:
+        where = f"track {track_id} bounce"
+        if getattr(bounce, "track_id", track_id) != track_id:
+            raise ProjectError(where, f"is a bounce of track {bounce.track_id}")
+        ref = checks.source_ref(f"{where} ref", bounce.ref)
+        start = checks.CLIP_FIELDS["start"](f"{where} start", bounce.start_wn)
+        length = checks.CLIP_FIELDS["length"](f"{where} length", bounce.length_wn)
+        inside = self.check_bounceable(track_id)
+        original = None
+        if keep:
+            from companion.model.interchange import export_track
+            original = export_track(self, track_id)
+        cid = new_id("c")
+        with self.edit(label):
+            clips = self._map("clips")
+            mine = set(inside)
+            for c_id, c in _load(clips).items():
+                if c.get("track") in mine:
+                    del clips[c_id]
+            tm = self._map("tracks")
+            for tid in inside[1:]:
+                del tm[tid]
+            # the track's own map is changed in place, not replaced: a peer's concurrent
+            # edit of its volume, or its deletion, still applies to it
+            m = self._track_map(track_id)
+            for key in ("offset", "speed", "children", "instrument"):
+                if key in m:
+                    del m[key]
+            m["kind"] = "audio"
+            m["effects"] = Map()
+            m["effect_order"] = Array()
+            lanes = m["automation"]
+            for param in list(lanes.keys()):
+                if param not in ("volume", "pan"):
+                    del lanes[param]
+            cm: Map[Any] = Map()
+            clips[cid] = cm
+            for k, v in (("track", track_id), ("kind", "audio"), ("source", ref),
+                         ("start", start), ("length", length), ("offset", 0.0),
+                         ("gain", 1.0), ("fade_in", 0.0), ("fade_out", 0.0),
+                         ("reversed", False), ("loop", False), ("bounce", track_id)):
+                cm[k] = v
+            if original is not None:
+                self._set_frozen(track_id, original, [cid])
+
+    def _set_frozen(self, track_id: str, original: Mapping[str, Any],
+                    bounce_clips: Sequence[str]) -> None:
+        # one JSON string: the original is only ever replaced whole (last writer wins), and
+        # a nested map would let a merge mix two originals
+        m = self._track_map(track_id)
+        m["frozen"] = json.dumps(original, sort_keys=True, separators=(",", ":"))
+        m["frozen_clips"] = list(bounce_clips)
+        clips = self._map("clips")
+        for cid in bounce_clips:
+            if cid in clips:
+                clips[cid]["bounce"] = track_id
+
+    def unfreeze(self, track_id: str) -> Track:
+        """Bring a frozen track's original back (its children, clips, effects and their
+        automation, with their IDs) in one undoable edit, dropping the bounce clip. The mix
+        settings that stayed live while it was frozen (name, volume, pan, mute, solo,
+        sends, volume/pan automation) are kept as they are now. A send inside the original
+        to a bus that is gone meanwhile (or that would now close a routing loop) is
+        dropped. A clip a peer added to the frozen track concurrently stays if the original
+        is an audio track, and is dropped otherwise."""
+        from companion.model.interchange import _add_clip, _add_effect, _add_track
+        m = self._track_map(track_id)
+        raw = m.get("frozen")
+        if raw is None:
+            raise ProjectError(f"track {track_id}", "is not frozen")
+        original = json.loads(str(raw))
+        kind = original.get("kind")
+        bounce = set(m.get("frozen_clips") or [])
+        tracks = self._map("tracks")
+        clips = self._map("clips")
+        # an ID the original uses that the project now uses too: only a hand-made file can
+        # do that (new IDs are random); refuse rather than merge two things into one
+        for t in _walk_interchange(original)[1:]:
+            if str(t.get("id")) in tracks:
+                raise ProjectError(f"track {track_id}", f"cannot be unfrozen: its original's "
+                                   f"track ID {t['id']!r} is in use")
+        for t in _walk_interchange(original):
+            for c in t.get("clips") or []:
+                if c.get("id") in clips and c.get("id") not in bounce:
+                    raise ProjectError(f"track {track_id}", f"cannot be unfrozen: its "
+                                       f"original's clip ID {c['id']!r} is in use")
+        with self.edit("unfreeze track"):
+            del m["frozen"]
+            if "frozen_clips" in m:
+                del m["frozen_clips"]
+            for cid, c in _load(clips).items():
+                if c.get("track") == track_id and (cid in bounce or kind != "audio"):
+                    del clips[cid]
+            m["kind"] = kind
+            m["effects"] = Map()
+            m["effect_order"] = Array()
+            if kind == "meta":
+                m["offset"] = float(original.get("offset", 0.0))
+                m["speed"] = float(original.get("speed", 1.0))
+                m["children"] = Array()
+            if kind == "midi":
+                m["instrument"] = dict(original.get("instrument") or DEFAULT_SYNTH)
+            track = Track(self, track_id)
+            where = f"track {track_id} frozen"
+            for i, fx in enumerate(original.get("effects") or []):
+                _add_effect(track, f"{where}.effects[{i}]", fx)
+            sends: list[tuple[Any, str, Any]] = []
+            lanes: list[tuple[Any, str, Any]] = []
+            # volume and pan lanes stayed live on the frozen track; effect lanes come back
+            lanes.extend((track, f"{where}.automation[{i}]", ln)
+                         for i, ln in enumerate(original.get("automation") or [])
+                         if ln.get("param") not in ("volume", "pan"))
+            for i, c in enumerate(original.get("clips") or []):
+                _add_clip(track, f"{where}.clips[{i}]", c)
+            ids = {track_id}
+            for i, child in enumerate(original.get("children") or []):
+                _add_track(self, f"{where}.children[{i}]", child, track_id, sends, lanes, ids)
+            for t, _w, s in sends:
+                try:
+                    t.set_send(s["bus"], s.get("level", 1.0), s.get("pre_fader", False))
+                except ProjectError:
+                    pass  # the bus went away while frozen, or now closes a loop: dropped
+            for t, w, lane in lanes:
+                for k, pt in enumerate(lane.get("points") or []):
+                    try:
+                        t.add_automation_point(lane["param"], pt["at"], pt["value"],
+                                               pt.get("curve", "linear"))
+                    except ProjectError as e:
+                        raise ProjectError(f"{w}.points[{k}]", e.problem) from e
+        return Track(self, track_id)
+
     # --- length -------------------------------------------------------------------------
     def end_position(self) -> float:
         """The end (wn, root time) of the last clip, through enclosing metatracks."""
@@ -657,7 +845,7 @@ class Project:
         when there is something to fix. The rules depend on the content alone, so every
         peer repairs a merged state the same way."""
         from companion.model.repair import plan_repair
-        fixes = plan_repair(self.plain())
+        fixes = plan_repair(self.plain()) or _bounce_fixes(self.plain())
         if not fixes:
             return 0
         done = 0
@@ -668,7 +856,8 @@ class Project:
                 for fix in fixes:
                     self._apply_fix(fix)
                 done += len(fixes)
-                fixes = plan_repair(self.plain())
+                plain = self.plain()
+                fixes = plan_repair(plain) or _bounce_fixes(plain)
                 if not fixes:
                     break
         if not self._depth:
@@ -696,6 +885,52 @@ class Project:
             del self._track_map(args[0])["automation"][args[1]]
         else:  # pragma: no cover - plan_repair makes only the ops above
             raise AssertionError(op)
+
+
+def _bounce_fixes(state: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The repair rule of bounces (after the rules of ``repair.py``): a track holds at most
+    one bounce of itself. Two peers freezing or flattening the same track concurrently
+    each add a bounce clip; a frozen track keeps the ones its ``frozen_clips`` name (the
+    freeze whose original won), any other track the clip with the lowest ID. The others
+    are deleted, so the track does not play twice as loud."""
+    tracks: Mapping[str, Any] = state.get("tracks") or {}
+    mine: dict[str, list[str]] = {}
+    for cid, c in sorted((state.get("clips") or {}).items()):
+        if c.get("bounce") is not None and c.get("bounce") == c.get("track"):
+            mine.setdefault(str(c["track"]), []).append(cid)
+    fixes: list[tuple[Any, ...]] = []
+    for tid, cids in sorted(mine.items()):
+        t = tracks.get(tid)
+        if t is None or (len(cids) < 2 and t.get("frozen") is None):
+            continue
+        keep = set(cids) & set(t.get("frozen_clips") or []) if t.get("frozen") else set()
+        keep = keep or {cids[0]}
+        fixes.extend(("del_clip", c) for c in cids if c not in keep)
+    return fixes
+
+
+def _walk_interchange(t: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An interchange track and every track inside it, depth first."""
+    out = [t]
+    for c in t.get("children") or []:
+        out.extend(_walk_interchange(c))
+    return out
+
+
+class BounceLike(Protocol):
+    """What :meth:`Project.freeze` needs of a bounce (``companion.engine.bounce.Bounce``)."""
+
+    @property
+    def track_id(self) -> str: ...
+
+    @property
+    def ref(self) -> str: ...
+
+    @property
+    def start_wn(self) -> float: ...
+
+    @property
+    def length_wn(self) -> float: ...
 
 
 def _sim_tracks(tracks: Mapping[str, Any]) -> dict[str, Any]:
@@ -741,6 +976,9 @@ class _EffectChain:
     def _fx_where(self) -> str:
         raise NotImplementedError
 
+    def _check_editable(self) -> None:
+        """Raise if this chain may not change (a frozen track's)."""
+
     def effects(self) -> list[dict[str, Any]]:
         """The chain in order: ``[{"id", "kind", "params", "bypass"}]``."""
         fx, order = self._fx_maps()
@@ -755,6 +993,7 @@ class _EffectChain:
                    index: int | None = None, bypass: bool = False, *,
                    effect_id: str | None = None) -> str:
         """Add an effect of ``kind`` at ``index`` of the chain; returns its ID."""
+        self._check_editable()
         where = self._fx_where()
         eid = effect_id or new_id("fx")
         # the effect catalog checks the kind and parameters and fills in the defaults, so
@@ -786,6 +1025,7 @@ class _EffectChain:
         return m
 
     def move_effect(self, effect_id: str, index: int) -> None:
+        self._check_editable()
         self._effect(effect_id)
         _, order = self._fx_maps()
         n = len(order)
@@ -798,6 +1038,7 @@ class _EffectChain:
 
     def remove_effect(self, effect_id: str) -> None:
         """Remove an effect and the automation lanes of its parameters."""
+        self._check_editable()
         self._effect(effect_id)
         fx, order = self._fx_maps()
         with self._project.edit("remove effect"):
@@ -811,6 +1052,7 @@ class _EffectChain:
         pass  # the master has no automation
 
     def set_effect_param(self, effect_id: str, name: str, value: float | str | bool) -> None:
+        self._check_editable()
         where = f"{self._fx_where()} effect {effect_id}.{name}"
         m = self._effect(effect_id)
         v = check_param(str(m["kind"]), name, value, where)
@@ -818,6 +1060,7 @@ class _EffectChain:
             m["params"][name] = v
 
     def set_bypass(self, effect_id: str, bypass: bool) -> None:
+        self._check_editable()
         m = self._effect(effect_id)
         checks.boolean(f"{self._fx_where()} effect {effect_id}.bypass", bypass)
         with self._project.edit("bypass effect"):
@@ -873,6 +1116,20 @@ class Track(_EffectChain):
 
     def _fx_where(self) -> str:
         return f"track {self.id}"
+
+    def _check_editable(self) -> None:
+        self._project._refuse_if_frozen(self.id, "its effects")
+
+    @property
+    def frozen(self) -> dict[str, Any] | None:
+        """The original (interchange form) a frozen track keeps for :meth:`Project.unfreeze`;
+        None when the track is not frozen."""
+        raw = self._field("frozen", None)
+        return json.loads(str(raw)) if raw is not None else None
+
+    @property
+    def is_frozen(self) -> bool:
+        return self._field("frozen", None) is not None
 
     @property
     def exists(self) -> bool:
@@ -997,6 +1254,7 @@ class Track(_EffectChain):
         """A new clip: on an audio track ``source`` ("sha256:<hex>") and the optional
         fields ``offset``, ``gain``, ``fade_in``, ``fade_out``, ``reversed``, ``loop``,
         ``source_bpm``; on a MIDI track ``notes`` and ``cc``."""
+        self._project._refuse_if_frozen(self.id, "its clips")
         kind = self.kind
         cid = clip_id or new_id("c")
         where = f"track {self.id} clip {cid}"
@@ -1190,6 +1448,9 @@ class Clip:
     def exists(self) -> bool:
         return self.id in self._project._map("clips")
 
+    def _refuse_if_frozen(self) -> None:
+        self._project._refuse_if_frozen(str(self._m().get("track")), "its clips")
+
     def get(self) -> dict[str, Any]:
         """The clip as plain values (notes and cc as lists sorted by position)."""
         d = dict(_load(self._m()))
@@ -1211,6 +1472,7 @@ class Clip:
 
     def set(self, label: str = "edit clip", **fields: Any) -> None:
         """Set several fields in one undo step: ``clip.set(start=1.0, length=0.5)``."""
+        self._refuse_if_frozen()
         kind = self.kind
         allowed = checks.AUDIO_CLIP_FIELDS if kind == "audio" else checks.MIDI_CLIP_FIELDS
         clean: dict[str, Any] = {}
@@ -1230,6 +1492,9 @@ class Clip:
 
     def move(self, start: float | None = None, track: str | None = None) -> None:
         """Move the clip in time and/or to another track of the same kind."""
+        self._refuse_if_frozen()
+        if track is not None:
+            self._project._refuse_if_frozen(track, "its clips")
         if track is not None:
             tracks, _ = self._project._plain_tracks()
             if track not in tracks:
@@ -1244,9 +1509,11 @@ class Clip:
                 m["start"] = s
             if track is not None:
                 m["track"] = track
+                if "bounce" in m and m["bounce"] != track:
+                    del m["bounce"]  # an ordinary clip on any other track
 
     def delete(self) -> None:
-        self._m()
+        self._refuse_if_frozen()
         with self._project.edit("delete clip"):
             del self._project._map("clips")[self.id]
 

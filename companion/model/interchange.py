@@ -10,7 +10,8 @@ refused with the field named and nothing half-built escapes (the new document is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from companion.model.document import Project
 
 _TRACK_KEYS = {"id", "kind", "name", "volume", "pan", "mute", "solo", "effects", "sends",
-               "automation", "clips", "children", "offset", "speed", "instrument"}
+               "automation", "clips", "children", "offset", "speed", "instrument",
+               "frozen"}
 _AUDIO_CLIP_KEYS = {"id", "source", "start", "length", "offset", "gain", "fade_in",
                     "fade_out", "reversed", "loop", "source_bpm"}
 _MIDI_CLIP_KEYS = {"id", "start", "length", "notes", "cc"}
@@ -33,15 +35,38 @@ def export_project(p: Project) -> dict[str, Any]:
     """The spec's ``project.json`` dict for the document as it is now."""
     plain = p.plain()
     settings = plain["settings"]
+    track = _track_exporter(plain)
+    return {
+        "format": settings.get("format", "ouroboros-project"),
+        "version": int(settings.get("version", 1)),
+        "sample_rate": int(settings.get("sample_rate", 48000)),
+        "tempo": [{"at": float(x["at"]), "bpm": float(x["bpm"]), "ramp": bool(x["ramp"])}
+                  for x in settings.get("tempo") or []],
+        "meter": [{"at": float(x["at"]), "num": int(x["num"]), "den": int(x["den"])}
+                  for x in settings.get("meter") or []],
+        "tracks": [track(t) for t in plain["root"] if t in plain["tracks"]],
+        "master": {"volume": float(settings.get("master_volume", 1.0)),
+                   "effects": _chain(plain["master_effects"], plain["master_effect_order"])},
+    }
+
+
+def export_track(p: Project, track_id: str) -> dict[str, Any]:
+    """One track in the interchange form (a metatrack with its children inline), as
+    ``project.json`` lists it: what a freeze keeps of the original."""
+    return _track_exporter(p.plain())(track_id)
+
+
+def _chain(fx: Mapping[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    return [{"id": e, "kind": fx[e]["kind"], "params": _params(fx[e].get("params")),
+             "bypass": bool(fx[e].get("bypass", False))} for e in order if e in fx]
+
+
+def _track_exporter(plain: Mapping[str, Any]) -> Callable[[str], dict[str, Any]]:
     tracks = plain["tracks"]
     clips_by_track: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
     for cid, c in plain["clips"].items():
         clips_by_track.setdefault(c.get("track", ""), []).append(
             (float(c.get("start", 0.0)), cid, c))
-
-    def chain(fx: Mapping[str, Any], order: list[str]) -> list[dict[str, Any]]:
-        return [{"id": e, "kind": fx[e]["kind"], "params": _params(fx[e].get("params")),
-                 "bypass": bool(fx[e].get("bypass", False))} for e in order if e in fx]
 
     def clip(cid: str, c: Mapping[str, Any]) -> dict[str, Any]:
         if c.get("kind") == "midi":
@@ -64,7 +89,7 @@ def export_project(p: Project) -> dict[str, Any]:
             "id": tid, "kind": kind, "name": t.get("name", ""),
             "volume": float(t.get("volume", 1.0)), "pan": float(t.get("pan", 0.0)),
             "mute": bool(t.get("mute", False)), "solo": bool(t.get("solo", False)),
-            "effects": chain(t.get("effects") or {}, t.get("effect_order") or []),
+            "effects": _chain(t.get("effects") or {}, t.get("effect_order") or []),
             "sends": [{"bus": b, "level": float(s["level"]), "pre_fader": bool(s["pre_fader"])}
                       for b, s in sorted((t.get("sends") or {}).items())],
             "automation": [{"param": param, "points": _events(pts, ("at", "value", "curve"))}
@@ -73,6 +98,10 @@ def export_project(p: Project) -> dict[str, Any]:
         if kind in ("audio", "midi"):
             out["clips"] = [clip(cid, c) for _, cid, c in sorted(
                 clips_by_track.get(tid, []), key=lambda x: (x[0], x[1]))]
+        if kind == "audio" and isinstance(t.get("frozen"), str):
+            # the document keeps the original as one JSON string (one value, last writer
+            # wins); the file spells it out
+            out["frozen"] = {"track": json.loads(t["frozen"])}
         if kind == "midi":
             out["instrument"] = dict(t.get("instrument") or {})
         if kind == "meta":
@@ -81,18 +110,7 @@ def export_project(p: Project) -> dict[str, Any]:
             out["children"] = [track(c) for c in t.get("children") or [] if c in tracks]
         return out
 
-    return {
-        "format": settings.get("format", "ouroboros-project"),
-        "version": int(settings.get("version", 1)),
-        "sample_rate": int(settings.get("sample_rate", 48000)),
-        "tempo": [{"at": float(x["at"]), "bpm": float(x["bpm"]), "ramp": bool(x["ramp"])}
-                  for x in settings.get("tempo") or []],
-        "meter": [{"at": float(x["at"]), "num": int(x["num"]), "den": int(x["den"])}
-                  for x in settings.get("meter") or []],
-        "tracks": [track(t) for t in plain["root"] if t in tracks],
-        "master": {"volume": float(settings.get("master_volume", 1.0)),
-                   "effects": chain(plain["master_effects"], plain["master_effect_order"])},
-    }
+    return track
 
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -220,7 +238,7 @@ def _add_track(p: Project, where: str, t: object, parent: str,
     name = t.get("name", "")
     here = f'{where} "{name}"' if isinstance(name, str) and name else where
     for key, only in (("children", "meta"), ("offset", "meta"), ("speed", "meta"),
-                      ("instrument", "midi")):
+                      ("instrument", "midi"), ("frozen", "audio")):
         if key in t and kind != only:
             raise ProjectError(f"{here}.{key}", f"only a {only} track has {key}")
     if "clips" in t and kind not in ("audio", "midi"):
@@ -243,6 +261,12 @@ def _add_track(p: Project, where: str, t: object, parent: str,
         lanes.append((track, f"{here}.automation[{i}]", lane))
     for i, c in enumerate(_list(f"{here}.clips", t.get("clips", []))):
         _add_clip(track, f"{here}.clips[{i}]", c)
+    frozen = t.get("frozen")
+    if frozen is not None:  # after the clips: a frozen track refuses new ones
+        if not isinstance(frozen, Mapping) or not isinstance(frozen.get("track"), Mapping):
+            raise ProjectError(f"{here}.frozen", 'must be {"track": {...}}')
+        p._set_frozen(tid, dict(frozen["track"]),
+                      [c["id"] for c in t.get("clips", []) if isinstance(c, Mapping)])
     for i, child in enumerate(_list(f"{here}.children", t.get("children", []))):
         _add_track(p, f"{here}.children[{i}]", child, tid, sends, lanes, ids)
 

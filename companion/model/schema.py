@@ -20,7 +20,9 @@ A problem raises :class:`~companion.errors.ProjectError` whose ``where`` names t
 from __future__ import annotations
 
 import json
+import marshal
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +49,7 @@ CURVES = ("linear", "exp", "scurve", "step")
 WAVES = ("sine", "saw", "square", "triangle")
 DEFAULT_SYNTH: dict[str, Any] = {"kind": "synth", "wave": "sine", "attack": 0.005,
                                  "decay": 0.1, "sustain": 0.8, "release": 0.1}
+_REF = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class SourcePool(Protocol):
@@ -236,12 +239,66 @@ def _without_sends(track: dict[str, Any]) -> dict[str, Any]:
 
 
 def normalize_project(raw: Any, pool: SourcePool | None = None,
-                      base_dir: Path | None = None) -> dict[str, Any]:
+                      base_dir: Path | None = None, *,
+                      cache: NormalizeCache | None = None) -> dict[str, Any]:
     """Check ``raw`` (a parsed ``project.json``) against the contract and return its
     normalized form. With a ``pool``, every source must be in it; with a ``base_dir`` too,
     ``{"file": path}`` sources (relative to ``base_dir``) are imported into the pool and
-    replaced by their ``"sha256:..."`` reference."""
-    return _Normalizer(pool, base_dir).project(raw)
+    replaced by their ``"sha256:..."`` reference.
+
+    ``cache``: a :class:`NormalizeCache` that an earlier call filled. A track whose raw
+    content is the same as then (same types, same values, same key order) takes its
+    normalized form from the cache instead of being checked field by field again; what
+    depends on the rest of the project (unique ids, routing, nesting depth) is checked
+    every time. A successful call leaves in the cache exactly the tracks of this project.
+    The result is the same as without a cache, errors included; unchanged tracks' dicts
+    are the very objects an earlier call returned (treat them as read-only)."""
+    n = _Normalizer(pool, base_dir)
+    if cache is None or base_dir is not None:  # an import reads files: never cached
+        return n.project(raw)
+    n.reuse, n.cache_context = cache.entries, cache.context
+    out = n.project(raw)
+    # only now, after every check passed: a refused project leaves the cache as it was
+    cache.entries, cache.context = n.fresh, n.context
+    return out
+
+
+class NormalizeCache:
+    """Normalized tracks of the last successful :func:`normalize_project` that used it,
+    keyed by each raw track's exact content (its ``marshal`` bytes, so ``True`` and ``1``
+    or ``1`` and ``1.0`` are different keys) and nesting depth. Valid for one pool, sample
+    rate, tempo map and meter (a frozen track is checked against them); another context
+    starts empty. Not shared between threads: :func:`companion.engine.render.compile_plan`
+    gives each plan its own, seeded from the previous plan's."""
+
+    def __init__(self, seed: NormalizeCache | None = None):
+        # replaced as a whole after each successful normalization, never changed in place,
+        # so a seeded cache may share its seed's dict
+        self.entries: dict[tuple[int, bytes], _Cached] = seed.entries if seed else {}
+        self.context: tuple[Any, ...] | None = seed.context if seed else None
+
+
+class _Cached:
+    """One normalized track (with its subtree) and the ids it holds, for replaying the
+    project-wide checks without checking its fields again."""
+
+    __slots__ = ("clip_ids", "track", "track_ids")
+
+    def __init__(self, track: dict[str, Any]):
+        self.track = track
+        self.track_ids = [t["id"] for t, _ in iter_tracks([track])]
+        self.clip_ids = [c["id"] for t, _ in iter_tracks([track])
+                         if t["kind"] in ("audio", "midi") for c in t["clips"]]
+
+
+def _content_key(raw: Any) -> bytes | None:
+    """The exact content of JSON-like data as bytes (``None`` for anything else). Version 2
+    of marshal writes no back-references, so equal data gives equal bytes whatever objects
+    it shares; bytes that decode to the same value can only come from the same content."""
+    try:
+        return marshal.dumps(raw, 2)
+    except (ValueError, RecursionError):
+        return None
 
 
 def iter_tracks(tracks: list[dict[str, Any]], depth: int = 0
@@ -266,6 +323,11 @@ class _Normalizer:
         self.sample_rate = 48000
         self.raw_tempo: Any = None
         self.raw_meter: Any = None
+        # the incremental path (normalize_project's cache): entries to read, entries kept
+        self.reuse: dict[tuple[int, bytes], _Cached] | None = None
+        self.fresh: dict[tuple[int, bytes], _Cached] = {}
+        self.context: tuple[Any, ...] | None = None
+        self.cache_context: tuple[Any, ...] | None = None
 
     # ---- top level
     def project(self, raw: Any) -> dict[str, Any]:
@@ -285,6 +347,12 @@ class _Normalizer:
         self.raw_meter = p.get("meter", [{"at": 0.0, "num": 4, "den": 4}])
         tempo = self.tempo(p.get("tempo", [{"at": 0.0, "bpm": 120.0}]))
         meter = self.meter(p.get("meter", [{"at": 0.0, "num": 4, "den": 4}]))
+        if self.reuse is not None:
+            # what a track's check may depend on besides its own content (a frozen track
+            # is checked as a project with this rate, tempo and meter)
+            self.context = (self.pool, rate, repr(tempo), repr(meter))
+            if self.context != self.cache_context:
+                self.reuse = {}
         tracks = [self.track(t, f"tracks[{i}]", None, 0)
                   for i, t in enumerate(_list(p.get("tracks", []), "tracks"))]
         master = self.master(p.get("master", {}))
@@ -347,6 +415,40 @@ class _Normalizer:
             where = f"{where} {quote(raw['name'])}"
         elif "id" in raw and isinstance(raw["id"], str):
             where = f"{where} {quote(raw['id'])}"
+        key = None
+        if self.reuse is not None:
+            content = _content_key(raw)
+            if content is not None:
+                key = (meta_depth, content)
+                hit = self.reuse.get(key)
+                if hit is not None and self.track_where.keys().isdisjoint(hit.track_ids) \
+                        and self.clip_ids.isdisjoint(hit.clip_ids):
+                    self.replay(hit.track, where, parent)
+                    self.fresh[key] = hit
+                    return hit.track
+                # a duplicate id: checked in full below, so that it is reported exactly
+                # where it would be without the cache
+        t = self.check_track(raw, where, parent, meta_depth)
+        if key is not None:
+            self.fresh[key] = _Cached(t)
+        return t
+
+    def replay(self, t: dict[str, Any], where: str, parent: str | None) -> None:
+        """What :meth:`check_track` records about the rest of the project, for a track
+        (and its subtree) taken from the cache: ids and routing edges, in the same order."""
+        tid = t["id"]
+        self.track_where[tid] = where
+        self.track_kind[tid] = t["kind"]
+        self.edges[tid] = [(parent or "", where)] + [
+            (s["bus"], _at(where, f"sends[{i}] > bus")) for i, s in enumerate(t["sends"])]
+        if t["kind"] in ("audio", "midi"):
+            self.clip_ids.update(c["id"] for c in t["clips"])
+        elif t["kind"] == "meta":
+            for i, c in enumerate(t["children"]):
+                self.replay(c, f"{where} > children[{i}] {quote(c['name'])}", tid)
+
+    def check_track(self, raw: dict[str, Any], where: str, parent: str | None,
+                    meta_depth: int) -> dict[str, Any]:
         if "kind" not in raw:
             raise ProjectError(_at(where, "kind"), "is missing")
         kind = _enum(raw["kind"], _at(where, "kind"), TRACK_KINDS)
@@ -538,9 +640,7 @@ class _Normalizer:
                                        f"{e}") from None
             return self.imported[path]
         ref = _str(raw, where)
-        hexpart = ref.removeprefix("sha256:")
-        if not ref.startswith("sha256:") or len(hexpart) != 64 or any(
-                ch not in "0123456789abcdef" for ch in hexpart):
+        if not _REF.fullmatch(ref):
             raise ProjectError(where, f"must be \"sha256:<64 hex digits>\" or "
                                f"{{\"file\": path}}, got {ref!r}")
         if self.pool is not None:

@@ -129,3 +129,136 @@ def test_export_over_an_unwritable_path_exits_2(tmp_path, capsys):
     code, _, err = run(capsys, "export", str(path), str(tmp_path / "no" / "dir" / "p.json"))
     assert code == 2 and "No such file" in err
     assert not (tmp_path / "no").exists()
+
+
+# --------------------------------------------------------------------------- bounce
+
+SR = 8000
+
+
+def song(tmp_path, name: str = "song.ouro"):
+    """A project directory: a metatrack (two audio tracks, effects), a MIDI track, a bus
+    and a track with the same name as another."""
+    path = tmp_path / name
+    rng = np.random.default_rng(7)
+    wav = tmp_path / "loop.wav"
+    sf.write(wav, (rng.standard_normal((4000, 2)) * 0.3).astype(np.float32), SR,
+             subtype="FLOAT")
+    with ProjectDir.create(path, "alice", sample_rate=SR, bpm=100.0) as pd:
+        with pd.pool() as pool:
+            ref = pool.import_file(wav)
+        p = pd.project
+        g = p.add_track("meta", "Band", track_id="g")
+        g.offset = 0.5
+        g.add_effect("reverb", {"room_size": 0.4})
+        gtr = p.add_track("audio", "Gtr", parent="g", track_id="gtr")
+        gtr.add_clip(ref, 0.25, 1.0, fade_out=0.05)
+        gtr.add_effect("chorus")
+        gtr.volume = 0.6
+        p.add_track("audio", "Bass", parent="g", track_id="bass").add_clip(ref, 0.0, 0.5)
+        p.add_track("midi", "Keys", track_id="keys").add_midi_clip(
+            0.0, 1.0, notes=[{"at": 0.25, "length": 0.25, "pitch": 57}])
+        p.add_track("bus", "Verb", track_id="bus")
+        p.add_track("audio", "Dup", track_id="d1")
+        p.add_track("audio", "Dup", track_id="d2")
+        fast = p.add_track("meta", "Fast", track_id="fast")
+        fast.speed = 2.0
+        p.add_track("audio", "Inside", parent="fast", track_id="inside").add_clip(ref, 0, 1)
+    return path
+
+
+def render_dir(path, out):
+    from companion.engine.cli import render_file
+    render_file(path, out)
+    data, _ = sf.read(out, dtype="float32", always_2d=True)
+    return data.T
+
+
+def state(path):
+    """What a refused command must leave as it was."""
+    files = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.name != "lock")
+    return files, (path / "project.json").read_text(), (path / "doc.log").read_bytes()
+
+
+def test_bounce_freeze_unfreeze_flatten_end_to_end(tmp_path, capsys):
+    path = song(tmp_path)
+    original = json.loads((path / "project.json").read_text())
+    mix = render_dir(path, tmp_path / "before.wav")
+    code, out, err = run(capsys, "bounce", str(path), "Band", "--freeze", "--user", "bob")
+    assert code == 0, err
+    assert "track g 'Band': bounced" in out and "frozen" in out
+    frozen = json.loads((path / "project.json").read_text())
+    [g] = [t for t in frozen["tracks"] if t["id"] == "g"]
+    assert g["kind"] == "audio" and g["frozen"]["track"] == original["tracks"][0]
+    # what plays is the same, sample for sample (the effects included: see test_bounce)
+    again = render_dir(path, tmp_path / "frozen.wav")
+    assert np.array_equal(mix, again)
+    code, out, err = run(capsys, "bounce", str(path), "g", "--freeze")
+    assert code == 2 and "track g 'Band': is frozen already; unfreeze it first" in err
+    code, out, err = run(capsys, "unfreeze", str(path), "Band")
+    assert code == 0 and "unfrozen" in out, err
+    assert json.loads((path / "project.json").read_text()) == original
+    # a file only: the project is not touched
+    before = state(path)
+    code, out, err = run(capsys, "bounce", str(path), "keys", "--out", str(tmp_path / "k.wav"))
+    assert code == 0, err
+    assert state(path) == before
+    from companion.engine.bounce import render_track
+    from companion.engine.pool import Pool
+    with Pool(path, SR) as pool:
+        want = render_track(original, "keys", pool).data
+    got, rate = sf.read(tmp_path / "k.wav", dtype="float32", always_2d=True)
+    assert rate == SR and np.array_equal(got.T, want)
+    code, out, err = run(capsys, "bounce", str(path), "gtr", "--flatten")
+    assert code == 0 and "flattened" in out, err
+    flat = json.loads((path / "project.json").read_text())
+    [gtr] = flat["tracks"][0]["children"][:1]
+    assert gtr["id"] == "gtr" and "frozen" not in gtr and gtr["effects"] == []
+    assert np.array_equal(render_dir(path, tmp_path / "flat.wav"), mix)
+    code, out, err = run(capsys, "bounce", str(path), "bass")
+    assert code == 0 and "in the pool" in out, err
+    ref = out.split("sha256:")[1][:64]
+    assert list((path / "audio").glob(ref + ".*"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["Nope", "--freeze"], "track 'Nope': no track has this ID or name"),
+    (["Dup", "--freeze"], "track 'Dup': names 2 tracks (d1, d2); give its ID"),
+    (["Verb", "--freeze"], "track bus 'Verb': is a bus"),
+    (["Verb", "--out", "{d}/v.wav"], "is a bus"),
+    (["d1", "--flatten"], "track d1 \"Dup\": has nothing to bounce"),
+    (["Inside", "--freeze"], 'is inside metatrack fast "Fast" whose speed (2'),
+    (["Gtr", "--out", "{d}/g.mp3"], "--out"),
+    (["Gtr", "--freeze", "--flatten"], "not allowed with argument"),
+    (["Gtr", "--block-size", "0"], "--block-size"),
+])
+def test_bad_bounce_input_exits_2_naming_the_track_and_writes_nothing(tmp_path, capsys, argv,
+                                                                      message):
+    path = song(tmp_path)
+    before = state(path)
+    outside = sorted(f.name for f in tmp_path.iterdir())
+    code, _, err = run(capsys, "bounce", str(path), *[a.format(d=tmp_path) for a in argv])
+    assert code == 2
+    assert message in err, err
+    assert state(path) == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == outside
+
+
+def test_unfreeze_bad_input_exits_2(tmp_path, capsys):
+    path = song(tmp_path)
+    code, _, err = run(capsys, "unfreeze", str(path), "Gtr")
+    assert code == 2 and "track gtr: is not frozen" in err
+    code, _, err = run(capsys, "unfreeze", str(path), "Nope")
+    assert code == 2 and "track 'Nope'" in err
+
+
+def test_a_long_bounce_shows_progress_on_a_terminal(tmp_path, capsys, monkeypatch):
+    from companion.model import cli
+    path = song(tmp_path)
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(cli._Progress, "__init__", lambda self, rate, label: (
+        setattr(self, "on", True), setattr(self, "min_frames", 0),
+        setattr(self, "label", label), setattr(self, "last", -1.0))[0])
+    code, _, err = run(capsys, "bounce", str(path), "Gtr", "--freeze", "--block-size", "64")
+    assert code == 0
+    assert "bouncing Gtr [" in err and "100.0%" in err
