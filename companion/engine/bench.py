@@ -326,6 +326,10 @@ def main(argv: list[str]) -> int:
                         help="which parts, comma-separated: mix (with fx), play, drift, edit")
     parser.add_argument("--seconds", type=float, default=60.0, help="mix: source length")
     parser.add_argument("--hours", type=float, default=8.0, help="drift: how long")
+    parser.add_argument("--play-seconds", type=float, default=20.0,
+                        help="play: how much audio to render block by block")
+    parser.add_argument("--clips", type=int, default=1000, help="edit: the project's clips")
+    parser.add_argument("--edits", type=int, default=10000, help="edit: edits to store")
     parser.add_argument("--work", type=Path, help="keep the files here (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -337,6 +341,10 @@ def main(argv: list[str]) -> int:
         parser.error("--seconds must be 1..600")
     if not (math.isfinite(args.hours) and 0 < args.hours <= 24):
         parser.error("--hours must be more than 0, up to 24")
+    if not (math.isfinite(args.play_seconds) and 0.1 <= args.play_seconds <= 600):
+        parser.error("--play-seconds must be 0.1..600")
+    if not (20 <= args.clips <= 100000 and 1 <= args.edits <= 1000000):
+        parser.error("--clips must be 20..100000 and --edits 1..1000000")
     work = args.work or Path(tempfile.mkdtemp(prefix="ouro-bench-render-"))
     report: dict[str, Any] = {}
     try:
@@ -345,13 +353,13 @@ def main(argv: list[str]) -> int:
             report["mix"] = bench_mix(work, args.seconds)
         if "play" in parts:
             _say("play: 32 tracks with effects in 256-frame blocks ...")
-            report["play"] = bench_play(work)
+            report["play"] = bench_play(work, seconds=args.play_seconds)
         if "drift" in parts:
             _say(f"drift: {args.hours:g} hours of a looping arrangement ...")
             report["drift"] = bench_drift(work, args.hours)
         if "edit" in parts:
             _say("edit: a 1,000-clip project: open, edit to plan, 10,000 edits ...")
-            report["edit"] = bench_edit(work)
+            report["edit"] = bench_edit(work, args.clips, args.edits)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
