@@ -10,16 +10,21 @@ from pathlib import Path
 from typing import Any
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    dirfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
 def fsync_rename(tmp: Path, final: Path) -> None:
     """Make ``tmp`` durable, then put it in place of ``final`` (atomically)."""
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    dirfd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    fsync_dir(final.parent)
 
 
 def write_bytes_atomic(path: Path, data: bytes | memoryview) -> None:

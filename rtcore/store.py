@@ -49,7 +49,7 @@ import soundfile as sf
 
 from rtcore.engine import CLEARED, STATE_NAMES, Engine
 from rtcore.loops import Audio, Take, consolidate
-from rtcore.session import write_bytes_atomic, write_json_atomic
+from rtcore.session import fsync_dir, write_bytes_atomic, write_json_atomic
 
 SCHEMA_VERSION = 2
 MANIFEST = "session.json"
@@ -409,25 +409,17 @@ def copy_session(src: Path, dst: Path) -> None:
     shutil.copyfile(src / MANIFEST, tmp / MANIFEST)
     with open(tmp / MANIFEST, "rb") as fh:
         os.fsync(fh.fileno())
-    _fsync_dir(tmp / "loops")
-    _fsync_dir(tmp)
+    fsync_dir(tmp / "loops")
+    fsync_dir(tmp)
     old = dst.with_name(dst.name + ".old")
     if old.exists():
         shutil.rmtree(old)
     if dst.exists():
         dst.rename(old)
     tmp.rename(dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     if old.exists():
         shutil.rmtree(old)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SessionKeeper:

@@ -59,6 +59,7 @@ from pycrdt import Doc
 
 from companion.errors import ProjectError
 from companion.model.document import Project
+from rtcore.session import fsync_dir, write_bytes_atomic
 
 LOG_MAGIC = b"OUROLOG1"
 SNAP_MAGIC = b"OUROSNP1"
@@ -93,29 +94,6 @@ def read_records(data: bytes, start: int) -> tuple[list[bytes], int, str | None]
     return out, pos, None
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, directory fsync."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def snapshot_bytes(project: Project) -> bytes:
     """The snapshot file's content for ``project``.
 
@@ -129,7 +107,7 @@ def snapshot_bytes(project: Project) -> bytes:
 
 def export_json(project: Project, path: Path) -> None:
     """Write ``project``'s interchange form to ``path`` atomically."""
-    write_atomic(path, (json.dumps(project.to_interchange(), indent=1) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(project.to_interchange(), indent=1) + "\n").encode())
 
 
 def load_doc(path: Path) -> tuple[Doc[Any], list[str], int | None]:
@@ -221,8 +199,8 @@ class ProjectDir:
         try:
             (tmp / "audio").mkdir()
             project = build(tmp) if build else Project.create(user, sample_rate, bpm)
-            write_atomic(tmp / SNAPSHOT, snapshot_bytes(project))
-            write_atomic(tmp / LOG, LOG_MAGIC)
+            write_bytes_atomic(tmp / SNAPSHOT, snapshot_bytes(project))
+            write_bytes_atomic(tmp / LOG, LOG_MAGIC)
             export_json(project, tmp / EXPORT)
             os.rename(tmp, path)
         except BaseException:
@@ -257,7 +235,7 @@ class ProjectDir:
         log_path = path / LOG
         if cut is not None and cut < len(LOG_MAGIC):
             os.replace(log_path, path / f"{LOG}.damaged")  # kept for a human to look at
-            write_atomic(log_path, LOG_MAGIC)
+            write_bytes_atomic(log_path, LOG_MAGIC)
         elif cut is not None:
             # later records must follow sound ones, or the next open would stop at the tear
             # again and drop them
@@ -301,9 +279,9 @@ class ProjectDir:
     def compact(self) -> None:
         """Write the whole document as the new snapshot and empty the log."""
         self._pending.clear()  # the snapshot holds them
-        write_atomic(self.path / SNAPSHOT, snapshot_bytes(self.project))
+        write_bytes_atomic(self.path / SNAPSHOT, snapshot_bytes(self.project))
         self._log.close()
-        write_atomic(self.path / LOG, LOG_MAGIC)
+        write_bytes_atomic(self.path / LOG, LOG_MAGIC)
         self._log = open(self.path / LOG, "ab", buffering=0)
         export_json(self.project, self.path / EXPORT)
 
