@@ -10,32 +10,9 @@ from typing import Any
 import pytest
 
 from companion.model.document import REPAIR_ORIGIN, Project
+from companion.model.peers import merged_three_ways, sync
 
 SRC = "sha256:" + "cd" * 32
-
-
-def sync(*peers: Project) -> None:
-    """Exchange updates until every peer has seen everything (repairs included)."""
-    for _ in range(20):
-        changed = False
-        for a in peers:
-            for b in peers:
-                if a is b:
-                    continue
-                before = b.get_state()
-                b.apply_update(a.get_update(before))
-                changed |= b.get_state() != before
-        if not changed:
-            return
-    raise AssertionError("peers do not settle")
-
-
-def replica(base: bytes, user: str, *updates: bytes) -> Project:
-    p = Project(user)
-    p.apply_update(base)
-    for u in updates:
-        p.apply_update(u)
-    return p
 
 
 def concurrent(setup: Callable[[Project], Any], edit_a: Callable[[Project, Any], None],
@@ -44,29 +21,8 @@ def concurrent(setup: Callable[[Project], Any], edit_a: Callable[[Project, Any],
     merge them three ways: A hears B first, B hears A first, both hear each other at once
     (so both repair before they hear the other's repair). Every way, both peers end equal;
     returns each way's final interchange form."""
-    origin = Project.create("setup")
-    ctx = setup(origin)
-    base = origin.get_update()
-    a, b = replica(base, "alice"), replica(base, "bob")
-    sv = a.get_state()
-    edit_a(a, ctx)
-    edit_b(b, ctx)
-    ua, ub = a.get_update(sv), b.get_update(sv)
     results = {}
-    for order in ("a_first", "b_first", "at_once"):
-        ra, rb = replica(base, "alice", ua), replica(base, "bob", ub)
-        if order == "a_first":
-            ra.apply_update(ub)
-            sync(ra, rb)
-        elif order == "b_first":
-            rb.apply_update(ua)
-            sync(rb, ra)
-        else:
-            sa, sb = ra.get_state(), rb.get_state()
-            ua2, ub2 = ra.get_update(sb), rb.get_update(sa)
-            ra.apply_update(ub2)
-            rb.apply_update(ua2)
-            sync(ra, rb)
+    for order, (ra, rb) in merged_three_ways(setup, edit_a, edit_b).items():
         assert ra.to_interchange() == rb.to_interchange(), order
         assert ra.plain() == rb.plain(), order
         assert ra.repair() == 0 and rb.repair() == 0

@@ -12,6 +12,7 @@ import pytest
 
 from companion.errors import ProjectError
 from companion.model.document import Project
+from companion.model.peers import merged_three_ways
 from companion.model.repair import plan_repair
 
 SRC = "sha256:" + "ab" * 32
@@ -209,55 +210,13 @@ def test_unfreeze_drops_a_send_to_a_bus_deleted_meanwhile():
 
 # --------------------------------------------------------------------------- merges
 
-def sync(*peers: Project) -> None:
-    for _ in range(20):
-        changed = False
-        for a in peers:
-            for b in peers:
-                if a is not b:
-                    before = b.get_state()
-                    b.apply_update(a.get_update(before))
-                    changed |= b.get_state() != before
-        if not changed:
-            return
-    raise AssertionError("peers do not settle")
-
-
-def replica(base: bytes, user: str, *updates: bytes) -> Project:
-    p = Project(user)
-    p.apply_update(base)
-    for u in updates:
-        p.apply_update(u)
-    return p
-
-
 def concurrent(setup: Callable[[Project], Any], edit_a: Callable[[Project], None],
                edit_b: Callable[[Project], None]) -> Project:
     """Both edits on a shared base, merged three ways (A hears B first, B hears A first,
     both at once); every way, both peers end equal and sound. Returns one merged peer."""
-    origin = Project.create("setup")
-    setup(origin)
-    base = origin.get_update()
-    a, b = replica(base, "alice"), replica(base, "bob")
-    sv = a.get_state()
-    edit_a(a)
-    edit_b(b)
-    ua, ub = a.get_update(sv), b.get_update(sv)
     results = []
-    for order in ("a_first", "b_first", "at_once"):
-        ra, rb = replica(base, "alice", ua), replica(base, "bob", ub)
-        if order == "a_first":
-            ra.apply_update(ub)
-            sync(ra, rb)
-        elif order == "b_first":
-            rb.apply_update(ua)
-            sync(rb, ra)
-        else:
-            sa, sb = ra.get_state(), rb.get_state()
-            ua2, ub2 = ra.get_update(sb), rb.get_update(sa)
-            ra.apply_update(ub2)
-            rb.apply_update(ua2)
-            sync(ra, rb)
+    ways = merged_three_ways(setup, lambda a, _ctx: edit_a(a), lambda b, _ctx: edit_b(b))
+    for order, (ra, rb) in ways.items():
         assert ra.to_interchange() == rb.to_interchange(), order
         assert plan_repair(ra.plain()) == [] and ra.repair() == 0
         results.append(ra)
