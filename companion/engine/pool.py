@@ -30,9 +30,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
+from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,11 +132,16 @@ class InMemorySource:
 class StreamingSource:
     """A source read from disk by a read-ahead thread.
 
-    The thread keeps a ring of ``ring_blocks`` blocks of ``block_frames`` frames filled from
-    the block of the last read position onwards. ``read(start, out, wait=True)`` (offline
-    rendering) waits for blocks not yet buffered; ``wait=False`` (the real-time player) never
-    waits: missing blocks come out as zeros, the call returns False and ``misses`` counts it.
-    A read also moves the read-ahead window, so a seek is followed by the thread.
+    The thread keeps ``ring_blocks`` blocks of ``block_frames`` frames read, from the block
+    of the last read position onwards. ``read(start, out, wait=True)`` (offline rendering)
+    waits for blocks not yet buffered; ``wait=False`` (the real-time player) never waits:
+    missing blocks come out as zeros, the call returns False and ``misses`` counts it. A
+    read also moves the read-ahead window, so a seek is followed by the thread.
+
+    The real-time path takes no lock: the thread reads each block into a new array, which
+    nothing writes again, and publishes it by replacing one reference in a list, so a
+    reader sees either the old block or the new one, whole. The reader wakes the thread by
+    releasing a semaphore-like primitive lock, which never blocks (``sem_post``).
     """
 
     def __init__(self, ref: str, path: Path, *, block_frames: int = 65536,
@@ -147,15 +154,18 @@ class StreamingSource:
         self._block = block_frames
         self._k = ring_blocks
         self._nblocks = max(1, -(-self.frames // block_frames))
-        # preallocated ring; the reader copies out of a slot only under the lock, and the thread
-        # fills a slot only after un-tagging it under the lock, so no read sees half a block
-        self._ring = np.zeros((ring_blocks, self.channels, block_frames), dtype=np.float32)
-        self._tag = [-1] * ring_blocks
+        # slot b % k: (b, block b's frames as (channels, block_frames)), or None
+        self._slots: list[tuple[int, NDArray[np.float32]] | None] = [None] * ring_blocks
+        # blocks taken out of the ring: the last reference to an array goes here, on the
+        # thread, rather than in a reader that was copying from it (no free on audio)
+        self._retired: deque[NDArray[np.float32]] = deque(maxlen=ring_blocks)
         self._want = 0
         self._misses = 0
         self._stop = False
         self._error = ""
-        self._cond = threading.Condition()
+        self._cond = threading.Condition()  # waiting (offline) readers only
+        self._wake = threading.Lock()  # held while the thread may sleep; released: wake up
+        self._wake.acquire()
         self._thread = threading.Thread(target=self._run, name=f"pool-read {ref[7:19]}",
                                         daemon=True)
         self._thread.start()
@@ -165,97 +175,116 @@ class StreamingSource:
         """How many non-waiting reads found data missing."""
         return self._misses
 
+    def _poke(self) -> None:
+        """Wake the thread without ever blocking: a released lock is a pending wake-up; one
+        already pending is enough."""
+        if not self._wake.locked():
+            return  # a wake-up is pending already (checked first: no exception to make)
+        try:
+            self._wake.release()
+        except RuntimeError:
+            pass  # another reader released it just now: the thread will look again
+
+    def _todo(self) -> int:
+        """The first block of the window that is not in the ring, or -1."""
+        want = self._want
+        for i in range(self._k):
+            b = want + i
+            if b >= self._nblocks:
+                break
+            got = self._slots[b % self._k]
+            if got is None or got[0] != b:
+                return b
+        return -1
+
     def _run(self) -> None:
-        scratch = np.zeros((self._block, self.channels), dtype=np.float32)
-        while True:
-            with self._cond:
-                while True:
-                    if self._stop:
-                        return
-                    todo = -1
-                    for i in range(self._k):
-                        b = self._want + i
-                        if b >= self._nblocks:
-                            break
-                        if self._tag[b % self._k] != b:
-                            todo = b
-                            break
-                    if todo >= 0:
-                        break
-                    self._cond.wait()
-                slot = todo % self._k
-                self._tag[slot] = -1
-            # the file is touched only by this thread, outside the lock
+        while not self._stop:
+            todo = self._todo()
+            if todo < 0:
+                self._wake.acquire()  # until a reader moves the window (or close)
+                continue
+            # the file is touched only by this thread
             try:
                 self._file.seek(todo * self._block)
-                got = self._file.read(self._block, dtype="float32", always_2d=True,
-                                      out=scratch)
+                got = self._file.read(self._block, dtype="float32", always_2d=True)
             except Exception as e:  # a disk error: waiting readers must not hang
                 with self._cond:
                     self._error = f"{self.ref}: reading {self._path.name} failed ({e})"
                     self._stop = True
                     self._cond.notify_all()
                 return
-            n = len(got)
-            self._ring[slot, :, :n] = got.T
-            self._ring[slot, :, n:] = 0.0
+            data = np.zeros((self.channels, self._block), np.float32)
+            data[:, :len(got)] = got.T
+            slot = todo % self._k
+            old = self._slots[slot]
+            self._slots[slot] = (todo, data)  # published: one reference replaced
+            if old is not None:
+                self._retired.append(old[1])
             with self._cond:
-                self._tag[slot] = todo
                 self._cond.notify_all()
 
     def _closed_why(self) -> str:
         return self._error or f"{self.ref}: read after the pool was closed"
 
+    def _follow(self, block: int) -> None:
+        """Move the read-ahead window to start at ``block``."""
+        if self._want != block:
+            self._want = block
+            self._poke()
+
     def read(self, start: int, out: NDArray[np.float32], wait: bool = True) -> bool:
         """See :class:`Source`."""
         _check_out(out, self.channels)
+        if self._stop:
+            raise SourceError(self._closed_why())
         rows, n = out.shape
         ok = True
         pos = start
         end = start + n
-        with self._cond:
-            if self._stop:
-                raise SourceError(self._closed_why())
-            # the window follows the reader: from the first block this read touches
-            first = min(max(start, 0), self.frames - 1) // self._block
-            if self._want != first:
-                self._want = first
-                self._cond.notify_all()
-            while pos < end:
-                if pos < 0 or pos >= self.frames:
-                    stop = min(end, 0) if pos < 0 else end
+        # the window follows the reader: from the first block this read touches
+        self._follow(min(max(start, 0), self.frames - 1) // self._block)
+        while pos < end:
+            if pos < 0 or pos >= self.frames:
+                stop = min(end, 0) if pos < 0 else end
+                out[:, pos - start : stop - start] = 0.0
+                pos = stop
+                continue
+            b = pos // self._block
+            stop = min(end, (b + 1) * self._block, self.frames)
+            got = self._slots[b % self._k]
+            if got is None or got[0] != b:
+                if not wait:
                     out[:, pos - start : stop - start] = 0.0
+                    ok = False
                     pos = stop
                     continue
-                b = pos // self._block
-                stop = min(end, (b + 1) * self._block, self.frames)
-                slot = b % self._k
-                if self._tag[slot] != b:
-                    if not wait:
-                        out[:, pos - start : stop - start] = 0.0
-                        ok = False
-                        pos = stop
-                        continue
-                    if b >= self._want + self._k:
-                        # a long offline read runs past the ring: move the window on
-                        self._want = b
-                        self._cond.notify_all()
-                    while self._tag[slot] != b:
-                        if self._stop:
-                            raise SourceError(self._closed_why())
-                        self._cond.wait()
-                o = pos - b * self._block
-                out[:, pos - start : stop - start] = self._ring[slot, :rows, o : o + stop - pos]
-                pos = stop
-            if not ok:
-                self._misses += 1
+                got = self._wait_for(b)
+            o = pos - b * self._block
+            out[:, pos - start : stop - start] = got[1][:rows, o : o + stop - pos]
+            pos = stop
+        if not ok:
+            self._misses += 1  # only the real-time reader misses; it alone writes this
         return ok
+
+    def _wait_for(self, b: int) -> tuple[int, NDArray[np.float32]]:
+        """Block ``b``, waiting for the thread (offline reads only)."""
+        if b >= self._want + self._k:
+            self._follow(b)  # a long offline read runs past the ring: move the window on
+        with self._cond:
+            while True:
+                got = self._slots[b % self._k]
+                if got is not None and got[0] == b:
+                    return got
+                if self._stop:
+                    raise SourceError(self._closed_why())
+                self._cond.wait()
 
     def close(self) -> None:
         """Stop the read-ahead thread and close the file."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+        self._poke()
         self._thread.join()
         self._file.close()
 
@@ -269,13 +298,14 @@ class _Info:
     frames: int
 
 
+_REF = re.compile(r"sha256:([0-9a-f]{64})")
+
+
 def _hex_of(ref: str) -> str:
-    if not isinstance(ref, str) or not ref.startswith("sha256:"):
+    m = _REF.fullmatch(ref) if isinstance(ref, str) else None
+    if m is None:
         raise SourceError(f"{ref!r}: not a pool reference (sha256:<64 hex digits>)")
-    h = ref[7:]
-    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-        raise SourceError(f"{ref!r}: not a pool reference (sha256:<64 hex digits>)")
-    return h
+    return m.group(1)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -658,6 +688,11 @@ class Pool:
     def source(self, ref: str) -> Source:
         """The source named ``ref`` at the project's rate (opened once, then shared).
         Raises :class:`SourceError` naming ``ref`` when it is missing or corrupt."""
+        # an open source first: a compile asks for every clip's source, nearly always one
+        # already open (a dict read needs no lock; only valid refs are ever put there)
+        got = self._open.get(ref) if isinstance(ref, str) else None
+        if got is not None and not self._closed:
+            return got
         h = _hex_of(ref)
         with self._lock:
             if self._closed:

@@ -11,7 +11,10 @@ The same plan renders offline (:func:`render_range`, ``ouro render``) and live: 
 compiled on another thread from a new snapshot with ``previous=`` the playing one, reuses
 the playing plan's effect instances and instruments where a track is unchanged and ramps
 any volume or pan that an edit changed over :data:`SMOOTH_S` seconds, so the player can
-swap plans at a block start by assigning one reference (:class:`PlanSlot` does that).
+swap plans at a block start by assigning one reference
+(``companion.engine.player.Player.submit("plan", plan)``). Such a compile is incremental:
+tracks whose checked form did not change keep their clips and automation as the previous
+plan resolved them (unless the tempo map changed), so an edit costs about what it touches.
 
 >>> import tempfile, numpy as np
 >>> from pathlib import Path
@@ -43,11 +46,12 @@ from numpy.typing import NDArray
 from companion.engine.automation import Lane
 from companion.engine.varispeed import Varispeed
 from companion.errors import ProjectError, SourceError
-from companion.model.schema import normalize_project, quote
+from companion.model.schema import NormalizeCache, normalize_project, quote
 from companion.model.timemap import TempoMap, tempo_points
 
 DEFAULT_MAX_BLOCK = 4096
 SMOOTH_S = 0.010  # an edited volume or pan glides this long instead of jumping
+_GHOST_PLANS = 4  # removed tracks fade out from at most this many plans back (see _Ghosts)
 _UNITY = (1.0, 1.0)
 _SILENT = (0.0, 0.0)
 
@@ -315,17 +319,30 @@ class _Fx:
             self.unbypassed = bool(reused_from["bypass"]) != self.bypass
 
 
+class _Scratch:
+    """Work buffers that hold nothing from one use to the next. Nodes are processed one at
+    a time, so all the nodes of a plan share one set (and a compile makes one, not one per
+    track); plans never share theirs."""
+
+    def __init__(self, max_block: int):
+        self.push = np.zeros((2, max_block), np.float32)
+        self.delay = np.zeros((2, max_block), np.float32)
+        self.f64 = [np.zeros(max_block, np.float64) for _ in range(5)]
+        self.ramp = np.arange(max_block, dtype=np.float64)
+
+
 class _Node:
     """A track (or the master): content, effect chain, volume and pan, outgoing edges."""
 
-    def __init__(self, tid: str, kind: str, where: str, max_block: int, sample_rate: int):
+    def __init__(self, tid: str, kind: str, where: str, scratch: _Scratch, sample_rate: int):
         self.id = tid
         self.kind = kind
         self.where = where
-        self.content = np.zeros((2, max_block), np.float32)
-        self.push_scratch = np.zeros((2, max_block), np.float32)
-        self.delay_scratch = np.zeros((2, max_block), np.float32)
-        self.scratch64 = np.zeros(max_block, np.float64)
+        max_block = scratch.ramp.shape[0]
+        self.content = np.zeros((2, max_block), np.float32)  # its own: producers add into it
+        self.push_scratch = scratch.push
+        self.delay_scratch = scratch.delay
+        self.scratch64 = scratch.f64[0]
         self.clips: _ClipPlayer | None = None
         self.midi: Any = None
         self.midi_key: Any = None
@@ -342,16 +359,25 @@ class _Node:
         self.latency = 0
         self.tail_s = 0.0
         self.content_end = 0
+        # what the next compile compares to reuse this node's clips and lanes: the checked
+        # track (the same object when the schema's cache found it unchanged), where the
+        # enclosing metatracks put it, and each lane's points with the Lane made of them
+        self.spec: dict[str, Any] | None = None
+        self.placement = (0.0, 1.0)
+        self.lane_specs: dict[str, tuple[list[dict[str, Any]], Lane]] = {}
         # gains applied at the last frame rendered; None until this node has rendered
         self.last_gain: tuple[float, float] | None = None
+        # a ghost: a track the new plan removed, kept to fade out (see _Ghosts)
+        self.fading = False
+        self.held_gain = _UNITY  # a ghost's volume and pan: as the removed track ended
+        # False for a ghost that feeds only other ghosts: their fade is its fade (faded
+        # twice, a removed group's children would fall faster than the group)
+        self.fade_ramp = True
         self.smooth_frames = max(1, round(SMOOTH_S * sample_rate))
         self.smooth_from = _UNITY
         self.smooth_done = self.smooth_frames  # >= smooth_frames: not smoothing
-        self._ramp = np.arange(max_block, dtype=np.float64)
-        self._gl = np.zeros(max_block, np.float64)
-        self._gr = np.zeros(max_block, np.float64)
-        self._vol = np.zeros(max_block, np.float64)
-        self._pan = np.zeros(max_block, np.float64)
+        self._ramp = scratch.ramp
+        self._gl, self._gr, self._vol, self._pan = scratch.f64[1:]
 
     # ---- gains
     def static_gains(self) -> tuple[float, float]:
@@ -379,6 +405,22 @@ class _Node:
     @property
     def active(self) -> bool:
         return self.heard or self.smooth_done < self.smooth_frames
+
+    def fade(self, c: F32) -> None:
+        """A ghost's content times 1 -> 0 over the glide (1 on the swap's first frame, so
+        it continues the removed track's last frame; 0 from the glide's end)."""
+        n = c.shape[1]
+        if not self.fade_ramp:
+            self.smooth_done += n
+            return
+        a = self._vol[:n]
+        np.add(self._ramp[:n], float(self.smooth_done), out=a)
+        a /= float(self.smooth_frames)
+        np.minimum(a, 1.0, out=a)
+        np.subtract(1.0, a, out=a)
+        scale(c[0], a, self.scratch64)
+        scale(c[1], a, self.scratch64)
+        self.smooth_done += n
 
     def apply_gain(self, f0: int, c: F32) -> None:
         """Volume then balance-law pan, at every frame where automated or gliding."""
@@ -466,13 +508,43 @@ class _Node:
                 fx.effect.set_param(name, lane.value_at(at))
             if not fx.bypass:
                 fx.effect.process(c)
+        if self.fading:  # pre-fader sends fade too: nothing may stop abruptly
+            self.fade(c)
         for e in self.edges:
             if e.pre_fader:
                 e.push(c, self.delay_scratch)
-        self.apply_gain(f0, c)
+        if self.fading:
+            gl, gr = self.held_gain
+            if gl != 1.0:
+                scale(c[0], gl, self.scratch64)
+            if gr != 1.0:
+                scale(c[1], gr, self.scratch64)
+        else:
+            self.apply_gain(f0, c)
         for e in self.edges:
             if not e.pre_fader:
                 e.push(c, self.delay_scratch)
+
+
+class _Ghosts:
+    """The tracks an edit removes, made ready at compile time to fade out over
+    :data:`SMOOTH_S` after the swap instead of stopping at once (a click).
+
+    Which plan is playing when the new one takes over is known only then (a plan replaced
+    before it ever played hands over its predecessor's sound), so a set is made for each
+    plan the new one might take over from; :meth:`Plan._take_over` picks one, without
+    making anything on the audio thread. A ghost is a fresh node around the removed node's
+    content (clips or instrument, effect instances, latency): it renders that content, times
+    a ramp from 1 to 0, times the gains the removed track ended on, into the new plan's node
+    of the same id as its old destination (the master, a surviving metatrack or bus, or
+    another ghost)."""
+
+    def __init__(self, plan_id: int, ghosts: list[_Node], sources: list[_Node],
+                 continued: list[bool]):
+        self.plan_id = plan_id
+        self.ghosts = ghosts  # producers before consumers, as they are processed
+        self.sources = sources  # what each fades out: the removed node, or an older ghost
+        self.continued = continued  # True: the source is a ghost still fading; go on
 
 
 # --------------------------------------------------------------------------- the plan
@@ -491,6 +563,13 @@ class Plan:
         self._by_id = {n.id: n for n in nodes if n is not master}
         self._previous = previous
         self._next: int | None = None
+        self._ghost_sets: list[_Ghosts] = []  # set by the compiler
+        self._ghosts: list[_Node] = []  # the set picked at the swap
+        self._ghost_left = 0  # frames the ghosts still fade; 0: not processed
+        # what the next compile needs to reuse this one's work: the schema's cache, and
+        # what every frame position depends on (clips and lanes are reused only when equal)
+        self._norm_cache: NormalizeCache | None = None
+        self._time_key: Any = None
         self.stems: dict[str, F32] = {}  #: root track id -> its last block's output
         self.latency_frames = max((n.adv_content for n in nodes), default=0)
 
@@ -522,9 +601,32 @@ class Plan:
             old = prev._master if node is self._master else prev._by_id.get(node.id)
             if old is not None and old.kind == node.kind:
                 node.start_smoothing(old.last_gain, start_frame + node.adv_out)
+        for gs in self._ghost_sets:
+            if gs.plan_id != id(prev):
+                continue
+            longest = 0
+            for k in range(len(gs.ghosts)):
+                ghost, src = gs.ghosts[k], gs.sources[k]
+                if gs.continued[k]:  # an older ghost: go on with its fade where it is
+                    on = prev._ghost_left > 0 and src.smooth_done < src.smooth_frames
+                    ghost.held_gain, ghost.smooth_done = src.held_gain, src.smooth_done
+                else:
+                    gain = src.last_gain
+                    on = gain is not None and gain != _SILENT
+                    if gain is not None and on:
+                        ghost.held_gain, ghost.smooth_done = gain, 0
+                if on:
+                    longest = max(longest, ghost.smooth_frames - ghost.smooth_done)
+                else:
+                    ghost.smooth_done = ghost.smooth_frames  # inactive: not processed
+            if longest:
+                self._ghosts = gs.ghosts
+                self._ghost_left = longest
+            break
 
     def reset(self) -> None:
         """Forget effect tails and delay lines (a locate)."""
+        self._ghost_left = 0  # a locate cuts what was fading out where playing was
         for node in self._nodes:
             for fx in node.fx:
                 fx.effect.reset()
@@ -553,8 +655,19 @@ class Plan:
         self._next = start_frame + n
 
     def _run(self, start_frame: int, n: int) -> None:
+        ghosts = self._ghost_left > 0
+        if ghosts:
+            # removed tracks fading out; first, since they feed this plan's nodes. When
+            # done they are no longer processed, but stay referenced until the plan goes,
+            # so that nothing is freed on the audio thread
+            for node in self._ghosts:
+                node.content[:, :n] = 0.0
+            self._ghost_left = max(0, self._ghost_left - n)
         for node in self._nodes:
             node.content[:, :n] = 0.0
+        if ghosts:
+            for node in self._ghosts:
+                node.process(start_frame, n)
         for node in self._nodes:
             node.process(start_frame, n)
 
@@ -580,6 +693,11 @@ class _Compiler:
         self.effects = effects
         self.wait = not realtime
         self.tempo = TempoMap(tempo_points(project["tempo"]), self.sr)
+        # everything a frame position, and so a clip or a lane, depends on besides its own
+        # spec and placement: a change (a tempo edit) makes every clip and lane anew
+        self.time_key = (repr(project["tempo"]), self.sr, max_block, self.wait, pool)
+        self.same_time = previous is not None and previous._time_key == self.time_key
+        self.scratch = _Scratch(max_block)
         self.nodes: list[_Node] = []
         self.by_id: dict[str, _Node] = {}
         self.any_solo = False
@@ -591,7 +709,7 @@ class _Compiler:
         return self.tempo.frame(a + x / s)
 
     def compile(self) -> Plan:
-        master = _Node("", "master", "master", self.max_block, self.sr)
+        master = _Node("", "master", "master", self.scratch, self.sr)
         master.volume = float(self.p["master"]["volume"])
         master.fx = self.chain(master, self.p["master"]["effects"], "master")
         self.any_solo = any(_subtree_has(t, "solo") for t in self.p["tracks"])
@@ -612,12 +730,84 @@ class _Compiler:
             if n.content_end > 0:
                 end_frame = max(end_frame, n.content_end + math.ceil(tails[n.id] * self.sr))
         end_frame = max(end_frame, end)
-        return Plan(self.sr, self.max_block, order, master, end_frame, self.tempo,
+        plan = Plan(self.sr, self.max_block, order, master, end_frame, self.tempo,
                     self.previous)
+        plan._time_key = self.time_key
+        plan._ghost_sets = self.ghost_sets(plan)
+        return plan
+
+    def ghost_sets(self, plan: Plan) -> list[_Ghosts]:
+        """For each plan this one may take over from (see :class:`_Ghosts`), its nodes
+        that this plan removes, as ghosts wired into this plan."""
+        sets = []
+        cand = self.previous
+        looked = 0
+        # the swap hands over from the newest plan of the chain that has played, or from
+        # an unplayed one if it starts playing first; a chain of unplayed plans grows while
+        # the transport is stopped, and beyond a few of them there is nothing to fade
+        while cand is not None and looked < _GHOST_PLANS:
+            looked += 1
+            sources: list[_Node] = []
+            continued: list[bool] = []
+            # its own ghosts first (they fed its nodes), while they may still be fading:
+            # once a plan played past its ghosts' glide, they are left behind for good
+            if cand._previous is not None or cand._ghost_left > 0:
+                for gs in cand._ghost_sets:
+                    for g in gs.ghosts:
+                        if not _kept(plan, g):
+                            sources.append(g)
+                            continued.append(True)
+            for old in cand._nodes:
+                if old is not cand._master and not _kept(plan, old):
+                    sources.append(old)
+                    continued.append(False)
+            if sources:
+                # all of them first: a removed child feeds its removed parent's ghost
+                ghosts = {id(src): self.ghost(src) for src in sources}
+                for src in sources:
+                    self.wire(ghosts[id(src)], src, plan, cand, ghosts)
+                shells = {id(g) for g in ghosts.values()}
+                for g in ghosts.values():
+                    g.fade_ramp = not g.edges or any(id(e.dest) not in shells
+                                                     for e in g.edges)
+                sets.append(_Ghosts(id(cand), list(ghosts.values()), sources, continued))
+            if cand._next is not None:
+                break  # it has played: the swap's search stops here at the latest
+            cand = cand._previous
+        return sets
+
+    def ghost(self, src: _Node) -> _Node:
+        """A node that plays ``src``'s content (the same clips, instrument and effect
+        instances, in the same time) fading out."""
+        g = _Node(src.id, src.kind, src.where, self.scratch, self.sr)
+        g.clips, g.midi, g.fx = src.clips, src.midi, src.fx
+        g.adv_content, g.adv_out, g.latency = src.adv_content, src.adv_out, src.latency
+        g.heard = False
+        g.fading = True
+        return g
+
+    def wire(self, g: _Node, src: _Node, plan: Plan, cand: Plan,
+             ghosts: dict[int, _Node]) -> None:
+        """``src``'s outputs, into what stands for their destinations in ``plan``."""
+        for e in src.edges:
+            dest: _Node | None
+            if e.dest is cand._master or e.dest is plan._master:
+                dest = plan._master
+            elif id(e.dest) in ghosts:
+                dest = ghosts[id(e.dest)]
+            else:
+                dest = plan._by_id.get(e.dest.id)
+                if dest is not None and dest.kind != e.dest.kind:
+                    dest = None
+            if dest is None:
+                continue  # its destination is gone and was silent: nothing to feed
+            edge = _Edge(dest, e.level, e.pre_fader, e.where)
+            edge.delay = e.delay  # its state goes on: the ghost's sound stays in place
+            g.edges.append(edge)
 
     def track(self, t: dict[str, Any], where: str, parent: _Node, a: float, s: float,
               muted_above: bool, solo_above: bool) -> _Node:
-        node = _Node(t["id"], t["kind"], where, self.max_block, self.sr)
+        node = _Node(t["id"], t["kind"], where, self.scratch, self.sr)
         self.by_id[node.id] = node
         node.volume, node.pan = float(t["volume"]), float(t["pan"])
         muted = muted_above or t["mute"]
@@ -628,6 +818,11 @@ class _Compiler:
         if old is not None and old.kind != node.kind:
             old = None
         node.fx = self.chain(node, t["effects"], where, old)
+        node.spec, node.placement = t, (a, s)
+        # an unchanged track in an unchanged time frame: its clips and lanes, resolved to
+        # frames, are what the previous plan made of them (they hold no playing state)
+        same = old if (old is not None and self.same_time and old.placement == (a, s)
+                       and old.spec is not None) else None
 
         def to_frame(x: float) -> int:
             return self.frame(a, s, x)
@@ -635,7 +830,12 @@ class _Compiler:
         for k, lane in enumerate(t["automation"]):
             if not lane["points"]:
                 continue
-            lw = Lane(lane["points"], to_frame, self.max_block)
+            was = same.lane_specs.get(lane["param"]) if same is not None else None
+            if was is not None and (was[0] is lane["points"] or was[0] == lane["points"]):
+                lw = was[1]
+            else:
+                lw = Lane(lane["points"], to_frame, self.max_block)
+            node.lane_specs[lane["param"]] = (lane["points"], lw)
             if lane["param"] == "volume":
                 node.vol_lane = lw
             elif lane["param"] == "pan":
@@ -652,7 +852,11 @@ class _Compiler:
                     raise ProjectError(f"{where} > automation[{k}] > param",
                                        f"{lane['param']!r} names nothing")
         if t["kind"] == "audio":
-            node.clips = self.clip_player(t, where, a, s)
+            if same is not None and same.clips is not None and same.spec is not None and (
+                    same.spec["clips"] is t["clips"] or same.spec["clips"] == t["clips"]):
+                node.clips = same.clips
+            else:
+                node.clips = self.clip_player(t, where, a, s)
             node.content_end = node.clips.end_frame
         elif t["kind"] == "midi":
             self.midi(node, t, where, a, s, old, to_frame)
@@ -766,6 +970,12 @@ def _at(where: str, field: str) -> str:
     return f"{where} > {field}"
 
 
+def _kept(plan: Plan, old: _Node) -> bool:
+    """Whether ``plan`` has a track of ``old``'s id and kind (its sound goes on there)."""
+    new = plan._by_id.get(old.id)
+    return new is not None and new.kind == old.kind
+
+
 def _subtree_has(t: dict[str, Any], flag: str) -> bool:
     if t[flag]:
         return True
@@ -822,9 +1032,13 @@ def compile_plan(project: dict[str, Any], pool: SourcePool, *,
     plays silence). Raises :class:`ProjectError` for anything that cannot be rendered."""
     if max_block < 1:
         raise ValueError(f"max_block must be at least 1, got {max_block}")
-    normalized = normalize_project(project, pool)
-    return _Compiler(normalized, pool, int(max_block), previous,
+    # each plan its own cache, seeded with the previous plan's (never changed in place)
+    cache = NormalizeCache(previous._norm_cache if previous is not None else None)
+    normalized = normalize_project(project, pool, cache=cache)
+    plan = _Compiler(normalized, pool, int(max_block), previous,
                      effect_factory or _default_effects, realtime).compile()
+    plan._norm_cache = cache
+    return plan
 
 
 def render_range(project: dict[str, Any], pool: SourcePool, start_frame: int = 0,
@@ -841,41 +1055,3 @@ def render_range(project: dict[str, Any], pool: SourcePool, start_frame: int = 0
         block = out[:, f - start_frame:f - start_frame + n]
         plan.render(f, block)
     return out
-
-
-class PlanSlot:
-    """Holds the plan the audio side plays and compiles new ones beside it.
-
-    :meth:`update` compiles on a background thread (with the playing plan as ``previous``)
-    and publishes the result by one reference assignment; :meth:`render` (the audio side)
-    picks the newest published plan at its block start. Nothing is locked or waited for.
-    """
-
-    def __init__(self, plan: Plan):
-        self.plan = plan
-        self._latest = plan
-        self.error: Exception | None = None  #: the last compile's error, if it failed
-
-    def update(self, project: dict[str, Any], pool: SourcePool, **kwargs: Any) -> Any:
-        """Start compiling ``project``; returns the thread (join it to wait)."""
-        import threading
-
-        def work() -> None:
-            try:
-                self._latest = compile_plan(project, pool, max_block=self.plan.max_block,
-                                            previous=self._latest, **kwargs)
-                self.error = None
-            except Exception as e:  # reported to the UI; the playing plan stays
-                self.error = e
-
-        thread = threading.Thread(target=work, name="plan-compile", daemon=True)
-        thread.start()
-        return thread
-
-    def render(self, start_frame: int, out: F32) -> None:
-        """The playing plan's :meth:`Plan.render`, after swapping in a newer plan if one was
-        published."""
-        latest = self._latest
-        if latest is not self.plan:
-            self.plan = latest
-        self.plan.render(start_frame, out)

@@ -282,10 +282,13 @@ class _Cached:
     """One normalized track (with its subtree) and the ids it holds, for replaying the
     project-wide checks without checking its fields again."""
 
-    __slots__ = ("clip_ids", "track", "track_ids")
+    __slots__ = ("child_keys", "clip_ids", "track", "track_ids")
 
-    def __init__(self, track: dict[str, Any]):
+    def __init__(self, track: dict[str, Any], child_keys: list[tuple[int, bytes]]):
         self.track = track
+        # a metatrack's children's own entries: kept along with it, so that an edit of the
+        # metatrack itself (its volume) still finds each child unchanged
+        self.child_keys = child_keys
         self.track_ids = [t["id"] for t, _ in iter_tracks([track])]
         self.clip_ids = [c["id"] for t, _ in iter_tracks([track])
                          if t["kind"] in ("audio", "midi") for c in t["clips"]]
@@ -328,6 +331,7 @@ class _Normalizer:
         self.fresh: dict[tuple[int, bytes], _Cached] = {}
         self.context: tuple[Any, ...] | None = None
         self.cache_context: tuple[Any, ...] | None = None
+        self.child_keys: list[list[tuple[int, bytes]]] = [[]]  # per level being checked
 
     # ---- top level
     def project(self, raw: Any) -> dict[str, Any]:
@@ -424,14 +428,28 @@ class _Normalizer:
                 if hit is not None and self.track_where.keys().isdisjoint(hit.track_ids) \
                         and self.clip_ids.isdisjoint(hit.clip_ids):
                     self.replay(hit.track, where, parent)
-                    self.fresh[key] = hit
+                    self.keep(key, hit)
+                    self.child_keys[-1].append(key)
                     return hit.track
                 # a duplicate id: checked in full below, so that it is reported exactly
                 # where it would be without the cache
-        t = self.check_track(raw, where, parent, meta_depth)
+        self.child_keys.append([])
+        try:
+            t = self.check_track(raw, where, parent, meta_depth)
+        finally:
+            children = self.child_keys.pop()
         if key is not None:
-            self.fresh[key] = _Cached(t)
+            self.fresh[key] = _Cached(t, children)
+            self.child_keys[-1].append(key)
         return t
+
+    def keep(self, key: tuple[int, bytes], hit: _Cached) -> None:
+        """Keep a reused entry, and its subtree's, for the next normalization."""
+        self.fresh[key] = hit
+        for k in hit.child_keys:
+            child = self.reuse.get(k) if self.reuse is not None else None
+            if child is not None:
+                self.keep(k, child)
 
     def replay(self, t: dict[str, Any], where: str, parent: str | None) -> None:
         """What :meth:`check_track` records about the rest of the project, for a track

@@ -320,6 +320,44 @@ def test_streaming_without_waiting_gives_zeros_and_counts_misses(tmp_path: Path)
         np.testing.assert_array_equal(out[0], x[0, far + 30_000 : far + 30_256])
 
 
+def test_a_read_without_waiting_takes_no_lock(tmp_path: Path) -> None:
+    """The real-time path must not wait for anyone: with the source's condition held by
+    another thread (an offline reader, the read-ahead thread), ``wait=False`` reads still
+    return at once, buffered data and all."""
+    x = noise(2, 400_000, seed=7)
+    with Pool(tmp_path / "p", SR, stream_above_bytes=0) as pool:
+        src = pool.source(pool.add_array(x, SR))
+        assert isinstance(src, StreamingSource)
+        out = np.zeros((2, 512), np.float32)
+        assert src.read(1000, out)  # waits: the first block is in
+        results: list[bool] = []
+        got = np.zeros((2, 512), np.float32)
+
+        def audio() -> None:
+            for pos in range(0, 400_000, 50_000):  # far seeks too: the thread is poked
+                results.append(src.read(pos, got, wait=False))
+            results.append(src.read(1000, got, wait=False))
+
+        with src._cond:  # held for the whole of the real-time reads
+            t = threading.Thread(target=audio)
+            t.start()
+            t.join(timeout=10)
+            assert not t.is_alive(), "a read with wait=False waited for a lock"
+        assert len(results) == 9 and results[-1] is True
+        np.testing.assert_array_equal(got, x[:, 1000:1512])
+        assert src.read(350_000, out)  # and the thread still follows the reader
+        np.testing.assert_array_equal(out, x[:, 350_000:350_512])
+
+
+def test_an_open_source_is_found_without_checking_its_name_again(pool: Pool) -> None:
+    ref = pool.add_array(noise(1, 1000), SR)
+    src = pool.source(ref)
+    assert pool.source(ref) is src
+    for bad in ("sha256:" + "A" * 64, ref + "0", ref.upper(), "sha256:" + "g" * 64, 5):
+        with pytest.raises(SourceError, match="not a pool reference"):
+            pool.source(bad)  # type: ignore[arg-type]
+
+
 def test_close_stops_the_read_ahead_threads(tmp_path: Path) -> None:
     before = threading.active_count()
     pool = Pool(tmp_path / "p", SR, stream_above_bytes=0)

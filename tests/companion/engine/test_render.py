@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from companion.engine.player import Player
 from companion.engine.pool import Pool
-from companion.engine.render import PlanSlot, compile_plan, render_range
+from companion.engine.render import compile_plan, render_range
 from companion.errors import ProjectError
 from companion.model.timemap import TempoMap, TempoPoint
 
@@ -414,6 +415,19 @@ def test_default_range_ends_after_the_last_clip_plus_tails(pool: Any, tmp_path: 
 
 # --------------------------------------------------------------------------- live swaps
 
+def play(player: Player, blocks: int) -> np.ndarray:
+    """``blocks`` blocks of the player's audio callback, as (2, frames)."""
+    n = player.block_size
+    inputs = np.zeros((n, 2), np.float32)
+    main = np.zeros((n, 2), np.float32)
+    click = np.zeros(n, np.float32)
+    got = []
+    for _ in range(blocks):
+        player.process(inputs, main, click)
+        got.append(main.T.copy())
+    return np.concatenate(got, axis=1)
+
+
 def test_plan_swap_glides_an_edited_volume_and_keeps_unedited_exact(pool: Any,
                                                                      tmp_path: Path) -> None:
     src = ramp(20000)
@@ -423,17 +437,16 @@ def test_plan_swap_glides_an_edited_volume_and_keeps_unedited_exact(pool: Any,
         return proj([audio("a", [clip("c", ref, 0.0, 1.0)], volume=vol),
                      audio("b", [clip("c2", ref, 0.0, 1.0)], pan=1.0)])
 
-    plan = compile_plan(p(1.0), pool, max_block=256)
-    out = np.zeros((2, 256), np.float32)
-    plan.render(0, out)
-    slot = PlanSlot(plan)
-    slot.update(p(0.0), pool).join()
-    assert slot.error is None
-    rendered = []
-    for f in range(256, 2560, 256):
-        slot.render(f, out)
-        rendered.append(out.copy())
-    got = np.concatenate(rendered, axis=1)
+    player = Player(SR, 256)
+    plan = compile_plan(p(1.0), pool, max_block=256, realtime=True)
+    player.submit("plan", plan)
+    player.submit("play")
+    play(player, 1)
+    # compiled while the first plan plays, handed over at the next block start
+    player.submit("plan", compile_plan(p(0.0), pool, max_block=256, previous=plan,
+                                       realtime=True))
+    got = play(player, 9)
+    assert player.plans_swapped == 2
     # the right channel holds b (unchanged) plus a: a glides from 1 to 0 over 10 ms (80)
     b = src[0, 256:2560]
     a_gain = np.diff(np.concatenate([[0.0], got[1] - b]))
@@ -456,13 +469,240 @@ def test_swap_keeps_effect_instances_of_unchanged_tracks(pool: Any, tmp_path: Pa
     assert plan3._by_id["a"].fx[0].effect is not plan1._by_id["a"].fx[0].effect
 
 
-def test_plan_slot_keeps_playing_when_a_compile_fails(pool: Any, tmp_path: Path) -> None:
-    ref = wav(pool, tmp_path, np.ones((1, 100), np.float32))
-    plan = compile_plan(proj([audio("a", [clip("c", ref, 0.0, 0.01)])]), pool)
-    slot = PlanSlot(plan)
-    slot.update(proj([audio("a", [clip("c", ref, 0.0, -1.0)])]), pool).join()
-    assert isinstance(slot.error, ProjectError)
-    assert slot.plan is plan
+def test_a_failed_compile_leaves_the_playing_plan_playing(pool: Any, tmp_path: Path) -> None:
+    """The player's compile thread (``playserver.Compiler``) refuses a broken edit: nothing
+    reaches the player, the plan plays on untouched, the error is kept for the UI; the next
+    good edit glides from what is playing."""
+    import time
+
+    from companion.engine.playserver import Compiler, PlanMaker
+
+    ref = wav(pool, tmp_path, ramp(20000))
+
+    def p(length: float, vol: float = 1.0) -> dict[str, Any]:
+        # as the replica's snapshot has it: every top-level field present
+        return proj([audio("a", [clip("c", ref, 0.0, length)], volume=vol)],
+                    meter=[{"at": 0.0, "num": 4, "den": 4}])
+
+    class Replica:
+        def __init__(self) -> None:
+            self.project = p(1.0)
+
+        def apply_update(self, update: bytes) -> None:
+            pass
+
+        def snapshot(self) -> dict[str, Any]:
+            return self.project
+
+    def wait_for(done: Any) -> None:
+        deadline = time.monotonic() + 20
+        while not done():
+            assert time.monotonic() < deadline, "the compile thread did not answer"
+            time.sleep(0.005)
+
+    player = Player(SR, 256)
+    replica = Replica()
+    maker = PlanMaker(pool, SR, 256)
+    compiler = Compiler(player, replica, maker)
+    try:
+        compiler.recompile()
+        wait_for(lambda: compiler.compiles == 1)
+        player.submit("play")
+        first = play(player, 2)
+        np.testing.assert_array_equal(first[0], ramp(20000)[0, :512])
+        playing = player.plan
+        replica.project = p(-1.0)  # a negative length: refused
+        compiler.recompile()
+        wait_for(lambda: compiler.last_error != "")
+        assert "length" in compiler.last_error
+        then = play(player, 2)
+        assert player.plan is playing and player.plans_swapped == 1
+        np.testing.assert_array_equal(then[0], ramp(20000)[0, 512:1024])
+        replica.project = p(1.0, vol=0.0)  # fixed: glides from the plan that played
+        compiler.recompile()
+        wait_for(lambda: compiler.compiles == 2)
+        after = play(player, 1)
+        assert compiler.last_error == ""
+        assert after[0, 0] == pytest.approx(ramp(20000)[0, 1024], rel=1e-6)
+        assert not after[0, 80:].any()
+    finally:
+        compiler.close()
+
+
+def test_a_removed_track_fades_out_over_the_glide(pool: Any, tmp_path: Path) -> None:
+    ones = wav(pool, tmp_path, np.ones((1, 20000), np.float32))
+
+    def p(*tracks: dict[str, Any]) -> dict[str, Any]:
+        return proj(list(tracks))
+
+    a = audio("a", [clip("c", ones, 0.0, 1.0)], volume=0.5, pan=-1.0)
+    b = audio("b", [clip("c2", ones, 0.0, 1.0)], pan=1.0)
+    player = Player(SR, 64)
+    plan = compile_plan(p(a, b), pool, max_block=64, realtime=True)
+    player.submit("plan", plan)
+    player.submit("play")
+    before = play(player, 2)
+    assert before[0, -1] == 0.5 and before[1, -1] == 1.0
+    player.submit("plan", compile_plan(p(b), pool, max_block=64, previous=plan,
+                                       realtime=True))
+    got = play(player, 3)
+    # a (left only) goes from where it was to silence over 10 ms (80 frames), one step
+    # of at most 1/80 of its level per frame; b is untouched
+    left = got[0]
+    assert left[0] == 0.5
+    np.testing.assert_allclose(left[:80], 0.5 * (1.0 - np.arange(80) / 80.0), rtol=1e-6)
+    assert not left[80:].any()
+    np.testing.assert_array_equal(got[1], np.ones(192, np.float32))
+    # and a removed track that was silent (muted) leaves nothing behind
+    muted = dict(a, mute=True)
+    player2 = Player(SR, 64)
+    plan2 = compile_plan(p(muted, b), pool, max_block=64, realtime=True)
+    player2.submit("plan", plan2)
+    player2.submit("play")
+    play(player2, 1)
+    player2.submit("plan", compile_plan(p(b), pool, max_block=64, previous=plan2,
+                                        realtime=True))
+    assert not play(player2, 2)[0].any()
+
+
+def test_a_fade_goes_on_across_a_second_swap(pool: Any, tmp_path: Path) -> None:
+    """Another edit arrives while a removed track is still fading: the fade goes on where
+    it was, in the next plan, and ends on time."""
+    ones = wav(pool, tmp_path, np.ones((1, 20000), np.float32))
+    a = audio("a", [clip("c", ones, 0.0, 1.0)], volume=0.5, pan=-1.0)
+    b = audio("b", [clip("c2", ones, 0.0, 1.0)], pan=1.0)
+    player = Player(SR, 32)
+    first = compile_plan(proj([a, b]), pool, max_block=32, realtime=True)
+    player.submit("plan", first)
+    player.submit("play")
+    play(player, 2)
+    second = compile_plan(proj([b]), pool, max_block=32, previous=first, realtime=True)
+    player.submit("plan", second)
+    got = [play(player, 1)]
+    third = compile_plan(proj([dict(b, volume=0.5)]), pool, max_block=32, previous=second,
+                         realtime=True)
+    player.submit("plan", third)
+    got.append(play(player, 3))
+    left = np.concatenate(got, axis=1)[0]
+    np.testing.assert_allclose(left[:80], 0.5 * (1.0 - np.arange(80) / 80.0), rtol=1e-6)
+    assert not left[80:].any()
+
+
+def test_a_removed_group_fades_through_its_chain_and_sends(pool: Any, tmp_path: Path) -> None:
+    """A removed metatrack with a child, a pre-fader send to a surviving bus and an effect:
+    all of it fades together into the new plan's bus and master, nothing is cut."""
+    ones = wav(pool, tmp_path, np.ones((1, 20000), np.float32))
+    gain = [{"id": "g", "kind": "gain", "params": {"db": -6.0}}]
+    group = {"kind": "meta", "id": "m", "effects": gain, "volume": 0.5,
+             "sends": [{"bus": "bus", "level": 0.25, "pre_fader": True}],
+             "children": [audio("a", [clip("c", ones, 0.0, 1.0)])]}
+    bus = {"kind": "bus", "id": "bus", "pan": 1.0}
+    player = Player(SR, 32)
+    plan = compile_plan(proj([group, bus]), pool, max_block=32, realtime=True)
+    player.submit("plan", plan)
+    player.submit("play")
+    before = play(player, 3)
+    g = 10 ** (-6.0 / 20)
+    # left: the group after its chain and volume; right: the same plus the bus's send
+    assert before[0, -1] == pytest.approx(0.5 * g, rel=1e-6)
+    assert before[1, -1] == pytest.approx(0.5 * g + 0.25 * g, rel=1e-6)
+    player.submit("plan", compile_plan(proj([bus]), pool, max_block=32, previous=plan,
+                                       realtime=True))
+    got = play(player, 4)
+    ramp80 = 1.0 - np.arange(80) / 80.0
+    np.testing.assert_allclose(got[0, :80], 0.5 * g * ramp80, rtol=1e-5)
+    np.testing.assert_allclose(got[1, :80], 0.75 * g * ramp80, rtol=1e-5)
+    assert not got[:, 80:].any()
+
+
+# --------------------------------------------------------------------------- incremental
+
+def _render(plan: Any, end: int, block: int) -> np.ndarray:
+    out = np.zeros((2, end), np.float32)
+    for f in range(0, end, block):
+        n = min(block, end - f)
+        plan.render(f, out[:, f:f + n])
+    return out
+
+
+def test_incremental_compiles_render_the_same_as_fresh_ones(pool: Any,
+                                                            tmp_path: Path) -> None:
+    """A chain of edits of every kind, each compiled with ``previous=`` the last plan (what
+    the player does): every plan renders what a fresh compile of the same project renders,
+    bit for bit; unchanged tracks reuse the clips the previous plan resolved, and a tempo
+    change resolves everything anew."""
+    import copy
+
+    ref = wav(pool, tmp_path, np.stack([ramp(6000)[0], np.sin(np.arange(6000) / 7.0)]))
+    mono = wav(pool, tmp_path, ramp(3000), "m.wav")
+    lane = {"param": "volume", "points": [{"at": 0.0, "value": 0.2},
+                                          {"at": 0.5, "value": 0.9, "curve": "scurve"}]}
+    fx_lane = {"param": "g.db", "points": [{"at": 0.0, "value": -3.0},
+                                           {"at": 0.4, "value": 2.0}]}
+    p0 = proj([
+        audio("a", [clip(f"a{i}", ref, 0.1 * i, 0.08, offset=0.01 * i, gain=0.5 + i / 10,
+                         fade_in=0.002, fade_out=0.003, loop=i % 2 == 1,
+                         reversed=i % 3 == 0) for i in range(6)],
+              automation=[lane], sends=[{"bus": "bus", "level": 0.3}]),
+        {"kind": "meta", "id": "m", "offset": 0.05, "speed": 1.0, "children": [
+            audio("v", [clip("v0", mono, 0.0, 0.3, loop=True), clip("v1", ref, 0.2, 0.2)],
+                  pan=-0.4,
+                  effects=[{"id": "g", "kind": "gain", "params": {"db": 1.0}}],
+                  automation=[fx_lane])]},
+        audio("w", [clip("w0", mono, 0.3, 0.25, reversed=True)], volume=0.7),
+        {"kind": "bus", "id": "bus", "pan": 0.5,
+         "effects": [{"id": "bg", "kind": "gain", "params": {"db": -2.0}}]},
+    ], tempo=[{"at": 0.0, "bpm": 120.0}, {"at": 0.5, "bpm": 150.0}])
+
+    def edited(p: dict[str, Any], edit: Any) -> dict[str, Any]:
+        q = copy.deepcopy(p)
+        edit(q)
+        return q
+
+    def tracks(q: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {}
+        stack = list(q["tracks"])
+        while stack:
+            t = stack.pop()
+            out[t["id"]] = t
+            stack.extend(t.get("children", []))
+        return out
+
+    edits: list[tuple[str, Any, int]] = [  # what, how, frames the result may differ
+        ("a clip moved", lambda q: tracks(q)["a"]["clips"][2].update(start=0.33), 0),
+        ("a track's volume", lambda q: tracks(q)["w"].update(volume=0.25), 0),
+        ("an effect parameter", lambda q: tracks(q)["bus"]["effects"][0].update(
+            params={"db": -9.0}), 128),  # it glides from the old value over 10 ms
+        ("an automation point", lambda q: tracks(q)["a"]["automation"][0]["points"][1]
+         .update(value=0.4), 0),
+        ("a track added", lambda q: q["tracks"].insert(1, audio(
+            "x", [clip("x0", ref, 0.15, 0.2, loop=True)], pan=0.2)), 0),
+        ("a track removed", lambda q: q["tracks"].pop(3), 0),
+        ("a metatrack's speed", lambda q: tracks(q)["m"].update(speed=0.75), 0),
+        ("the tempo", lambda q: q.update(tempo=[{"at": 0.0, "bpm": 97.0, "ramp": True},
+                                                {"at": 0.6, "bpm": 133.0}]), 0),
+        ("a clip moved after the tempo change", lambda q: tracks(q)["x"]["clips"][0]
+         .update(start=0.05), 0),
+    ]
+    end, block = 9000, 64
+    plan = compile_plan(p0, pool, max_block=block)
+    p = p0
+    for what, edit, settle in edits:
+        q = edited(p, edit)
+        fresh = _render(compile_plan(q, pool, max_block=block), end, block)
+        # the plan the chain goes on with is never rendered (a rendered plan would make the
+        # next one glide from its gains); a twin compiled the same way is
+        nxt = compile_plan(q, pool, max_block=block, previous=plan)
+        twin = compile_plan(q, pool, max_block=block, previous=plan)
+        got = _render(twin, end, block)
+        np.testing.assert_array_equal(got[:, settle:], fresh[:, settle:], err_msg=what)
+        assert np.abs(fresh).max() > 0.1, what
+        old_a, new_a = plan._by_id["a"], nxt._by_id["a"]
+        if what == "the tempo":
+            assert new_a.clips is not old_a.clips  # every frame moved: resolved anew
+        elif what != "a clip moved":
+            assert new_a.clips is old_a.clips, what  # untouched: reused as it was
+        plan, p = nxt, q
 
 
 # --------------------------------------------------------------------------- MIDI, errors
@@ -557,6 +797,36 @@ def test_render_allocates_nothing_per_block(pool: Any, tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 16 * 1024  # a few small Python objects; no audio-sized arrays (2 KB each)
+
+
+def test_a_swap_and_its_fades_allocate_nothing_on_the_audio_side(pool: Any,
+                                                                tmp_path: Path) -> None:
+    """The first blocks of a new plan: gains glide, a removed group (child, effect, send)
+    fades out, both within what the plan and its ghosts made at compile time."""
+    import tracemalloc
+
+    ref = wav(pool, tmp_path, ramp(20000, 2))
+    gain = [{"id": "g", "kind": "gain", "params": {"db": -6.0}}]
+    group = {"kind": "meta", "id": "m", "effects": gain,
+             "sends": [{"bus": "b", "level": 0.5, "pre_fader": True}],
+             "children": [audio("v", [clip("cv", ref, 0.0, 2.0, loop=True)])]}
+    keep = audio("a", [clip("c", ref, 0.0, 2.0)], pan=0.3)
+    bus = {"kind": "bus", "id": "b", "volume": 0.5}
+    plan = compile_plan(proj([keep, group, bus]), pool, max_block=32)
+    out = np.zeros((2, 32), np.float32)
+    for f in range(0, 32 * 20, 32):
+        plan.render(f, out)
+    edited = proj([dict(keep, volume=0.25), bus])
+    new = compile_plan(edited, pool, max_block=32, previous=plan)
+    tracemalloc.start()
+    try:
+        for f in range(32 * 20, 32 * 40, 32):  # across the 80-frame glide and after
+            new.render(f, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert new._ghosts and new._ghost_left == 0  # the group faded, then was left alone
+    assert peak < 16 * 1024
 
 
 def test_realtime_plan_renders_the_same(pool: Any, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from companion.engine.pool import Pool
 from companion.errors import ProjectError
 from companion.model.schema import (
     MAX_JSON_BYTES,
+    NormalizeCache,
     normalize_project,
     parse_project_text,
     read_project_file,
@@ -320,3 +321,126 @@ def test_deep_nesting_is_refused(depth: int) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match="cannot be read"):
         read_project_file(tmp_path / "nope.json")
+
+
+# --------------------------------------------------------------------------- the cache
+
+def _rich() -> dict[str, Any]:
+    """Every kind of track, nested, with effects, lanes, sends, MIDI and a frozen track."""
+    clip = {"id": "c1", "source": REF, "start": 0.5, "length": 1.0, "fade_in": 0.01}
+    frozen = {"track": {"kind": "audio", "id": "orig", "clips": [
+        {"id": "oc", "source": REF, "start": 0, "length": 1}]}}
+    return base(tempo=[{"at": 0, "bpm": 100}, {"at": 4, "bpm": 140, "ramp": True}], tracks=[
+        {"kind": "audio", "id": "a", "name": "A", "clips": [clip], "volume": 0.5,
+         "effects": [{"id": "g", "kind": "gain", "params": {"db": -3}}],
+         "automation": [{"param": "g.db", "points": [{"at": 0, "value": -6}]}],
+         "sends": [{"bus": "bus", "level": 0.2}]},
+        {"kind": "meta", "id": "grp", "speed": 2, "children": [
+            {"kind": "midi", "id": "k", "clips": [{"id": "mc", "start": 0, "length": 1,
+                                                   "notes": [{"at": 0, "length": 0.5,
+                                                              "pitch": 60}]}]},
+            {"kind": "meta", "id": "inner", "children": [
+                {"kind": "audio", "id": "f", "frozen": frozen, "clips": [
+                    {"id": "fc", "source": REF, "start": 2, "length": 1}]}]}]},
+        {"kind": "bus", "id": "bus", "pan": 0.5},
+    ])
+
+
+def _cached(raw: Any, cache: NormalizeCache) -> tuple[dict[str, Any], NormalizeCache]:
+    """As compile_plan does it: a new cache seeded with the last one, kept if it worked."""
+    mine = NormalizeCache(cache)
+    return normalize_project(raw, cache=mine), mine
+
+
+def test_a_cache_gives_exactly_what_a_full_check_gives() -> None:
+    p = _rich()
+    first, cache = _cached(p, NormalizeCache())
+    assert first == normalize_project(p)
+    edits = [
+        lambda q: q["tracks"][0]["clips"][0].update(start=0.75),
+        lambda q: q["tracks"][2].update(volume=0.25),
+        lambda q: q["tracks"][1]["children"][0]["clips"][0]["notes"][0].update(pitch=61),
+        lambda q: q["tracks"].insert(0, {"kind": "audio", "id": "new"}),
+        lambda q: q["tracks"].pop(1),
+        lambda q: q.update(tempo=[{"at": 0, "bpm": 90}]),
+        lambda q: q["tracks"].reverse(),
+        lambda q: next(t for t in q["tracks"] if t["id"] == "grp")["children"].reverse(),
+    ]
+    for edit in edits:
+        q = copy.deepcopy(p)
+        edit(q)
+        again, cache = _cached(q, cache)
+        assert again == normalize_project(q)
+        assert json.dumps(again) == json.dumps(normalize_project(q))  # key order too
+        p = q
+    # unchanged tracks are the very objects the last check made, changed ones are new
+    q = copy.deepcopy(p)
+    q["tracks"][0]["volume"] = 0.125
+    before = normalize_project(p, cache=cache)
+    after = normalize_project(q, cache=cache)
+    assert after["tracks"][1] is before["tracks"][1]
+    assert after["tracks"][0] is not before["tracks"][0]
+    assert len(cache.entries) == len([*iter_all(after["tracks"])])
+
+
+def iter_all(tracks: list[dict[str, Any]]) -> Any:
+    for t in tracks:
+        yield t
+        yield from iter_all(t.get("children", []))
+
+
+@pytest.mark.parametrize("edit", [
+    "mute as 1", "volume as true", "duplicate clip id", "duplicate track id",
+    "nested too deep", "cycle", "unknown bus", "bad source",
+])
+def test_a_cache_keeps_every_error_as_it_was(edit: str) -> None:
+    """Whatever an edit breaks, a cached check refuses it with the very error a full check
+    gives: a type that only ``==`` would take for the old value, ids that clash with a
+    cached track's, a cached metatrack moved deeper, routing through cached tracks."""
+    p = _rich()
+    p["tracks"].append(_nested(10)["tracks"][0])  # as deep as may be
+    _, cache = _cached(p, NormalizeCache())
+    q = copy.deepcopy(p)
+    if edit == "mute as 1":
+        q["tracks"][0]["mute"] = False
+        _, cache = _cached(q, cache)  # cached with False ...
+        q = copy.deepcopy(q)
+        q["tracks"][0]["mute"] = 0  # ... equal to 0 for ==, but not a boolean
+    elif edit == "volume as true":
+        q["tracks"][0]["volume"] = 1
+        _, cache = _cached(q, cache)
+        q = copy.deepcopy(q)
+        q["tracks"][0]["volume"] = True
+    elif edit == "duplicate clip id":  # a new track before a cached one, with its clip id
+        q["tracks"].insert(0, {"kind": "audio", "id": "z", "clips": [
+            {"id": "fc", "source": REF, "start": 0, "length": 1}]})
+    elif edit == "duplicate track id":
+        q["tracks"].insert(0, {"kind": "bus", "id": "inner"})
+    elif edit == "nested too deep":  # the cached chain moved one level down
+        q["tracks"].append({"kind": "meta", "id": "outer", "children": [q["tracks"].pop()]})
+    elif edit == "cycle":
+        q["tracks"].append({"kind": "bus", "id": "b2", "sends": [{"bus": "bus"}]})
+        q["tracks"][2]["sends"] = [{"bus": "b2"}]
+    elif edit == "unknown bus":
+        q["tracks"][2]["kind"] = "audio"  # a's send now names an audio track
+    elif edit == "bad source":
+        q["tracks"][0]["clips"][0]["source"] = "sha256:" + "AB" * 32
+    full = refused(q)
+    before = dict(cache.entries)
+    with pytest.raises(ProjectError) as e:
+        normalize_project(q, cache=cache)
+    assert (e.value.where, e.value.problem) == (full.where, full.problem)
+    assert cache.entries == before  # a refused project leaves the cache as it was
+
+
+def test_a_cache_follows_the_pool(tmp_path: Path) -> None:
+    """Entries are checked against one pool: another pool checks every source again."""
+    with Pool(tmp_path / "p1", 48000) as p1, Pool(tmp_path / "p2", 48000) as p2:
+        ref = p1.add_array(np.zeros((1, 100), np.float32), 48000)
+        p = base(tracks=[{"kind": "audio", "id": "a", "clips": [
+            {"id": "c", "source": ref, "start": 0, "length": 1}]}])
+        cache = NormalizeCache()
+        normalize_project(p, p1, cache=cache)
+        with pytest.raises(ProjectError, match="not in the pool"):
+            normalize_project(p, p2, cache=cache)
+
