@@ -47,6 +47,7 @@ from companion.engine.automation import Lane
 from companion.engine.varispeed import Varispeed
 from companion.errors import ProjectError, SourceError
 from companion.model.schema import NormalizeCache, normalize_project, quote
+from companion.model.schema import SourcePool as CheckedPool
 from companion.model.timemap import TempoMap, tempo_points
 
 DEFAULT_MAX_BLOCK = 4096
@@ -85,12 +86,9 @@ class _Source(Protocol):
     def read(self, start: int, out: F32, wait: bool = True) -> Any: ...
 
 
-class SourcePool(Protocol):
-    """What rendering needs of ``companion.engine.pool.Pool``."""
-
-    def source(self, ref: str) -> Any: ...
-
-    def import_file(self, path: Any) -> str: ...
+class SourcePool(CheckedPool, Protocol):
+    """What rendering needs of ``companion.engine.pool.Pool``: what the schema needs, and
+    a place for the stretched proxies."""
 
     def add_array(self, data: F32, sample_rate: int) -> str: ...
 

@@ -42,6 +42,9 @@ from companion.model.persist import ProjectDir, export_json, read_project
 from companion.model.schema import SAMPLE_RATES, read_project_file
 from companion.model.timemap import Meter, TempoMap, meter_points, tempo_points
 
+MIDI_SUFFIXES = (".mid", ".midi", ".smf")
+GM_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")  # Debian's timgm6mb-soundfont
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own exit is 2 too; keep the message
@@ -55,10 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("path", type=Path)
     new.add_argument("--sample-rate", type=int, default=48000)
     new.add_argument("--bpm", type=float, default=120.0)
-    imp = sub.add_parser("import", help="a project.json or a pedal session, as a new project")
+    imp = sub.add_parser("import", help="a project.json, a pedal session or a Standard MIDI "
+                         "File, as a new project")
     imp.add_argument("src", type=Path)
     imp.add_argument("dest", type=Path)
-    exp = sub.add_parser("export", help="write the project's project.json")
+    exp = sub.add_parser("export", help="write the project's project.json (or, to a .mid, "
+                         "its MIDI tracks as a Standard MIDI File)")
     exp.add_argument("path", type=Path)
     exp.add_argument("out", type=Path)
     info = sub.add_parser("info", help="tracks, clips, length and tempo")
@@ -126,6 +131,8 @@ def _import(args: argparse.Namespace) -> int:
     if src.is_dir():
         from companion.model.session_import import import_session
         pd = import_session(src, args.dest, user)
+    elif src.is_file() and src.suffix.lower() in MIDI_SUFFIXES:
+        pd = ProjectDir.create(args.dest, user, build=lambda d: _from_smf(src, d, user))
     elif src.is_file():
         data = read_project_file(src)
 
@@ -173,10 +180,48 @@ def _copy_known_sources(data: dict[str, Any], base: Path, pool: Any) -> None:
                 break
 
 
+def _from_smf(src: Path, directory: Path, user: str) -> Project:
+    """A Standard MIDI File as a project: its tempo and meter, one MIDI track per (track,
+    channel) of the file, played by the General MIDI SoundFont where Debian's is installed
+    (its program; channel 10 on the drum bank), by the built-in synth otherwise."""
+    from companion.engine.midifile import import_smf
+    from companion.engine.pool import Pool
+
+    smf = import_smf(src)
+    tracks = []
+    with Pool(directory, 48000) as pool:
+        font = pool.import_soundfont(GM_SOUNDFONT) if GM_SOUNDFONT.is_file() else None
+        for i, (clip, info) in enumerate(zip(smf.clips, smf.info, strict=True)):
+            if font is None:
+                instrument: dict[str, Any] = {"kind": "synth", "wave": "triangle",
+                                              "attack": 0.005, "decay": 0.2, "sustain": 0.6,
+                                              "release": 0.2}
+            else:
+                instrument = {"kind": "soundfont", "source": font,
+                              "program": info.program or 0,
+                              "bank": 128 if info.channel == 9 else 0}
+            tracks.append({"id": f"midi{i + 1}", "kind": "midi",
+                           "name": info.name or f"MIDI {i + 1}", "instrument": instrument,
+                           "clips": [dict(clip, id=f"mc{i + 1}")]})
+        data = {"format": "ouroboros-project", "version": 1, "sample_rate": 48000,
+                "tempo": smf.tempo, "meter": smf.meter, "tracks": tracks}
+        return Project.from_interchange(data, user, pool=pool)
+
+
 def _export(args: argparse.Namespace) -> int:
     project, problems = read_project(args.path)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
+    if args.out.suffix.lower() in MIDI_SUFFIXES:
+        from companion.engine.midifile import export_smf
+
+        midi = [t for t in project.all_tracks() if t.kind == "midi"]
+        if not midi:
+            raise ProjectError(str(args.path), "has no MIDI tracks to export")
+        export_smf(args.out, [[c.get() for c in t.clips()] for t in midi], project.tempo,
+                   project.meter, names=[t.name for t in midi])
+        print(f"{args.out}: {len(midi)} MIDI tracks written")
+        return 0
     export_json(project, args.out)
     print(f"{args.out}: written")
     return 0

@@ -59,6 +59,10 @@ class SourcePool(Protocol):
 
     def import_file(self, path: Path) -> str: ...
 
+    def source_path(self, ref: str) -> Path: ...
+
+    def import_soundfont(self, path: Path) -> str: ...
+
 
 # --------------------------------------------------------------------------- the JSON text
 
@@ -643,7 +647,9 @@ class _Normalizer:
         out["cc"] = cc
         return out
 
-    def source(self, raw: Any, where: str) -> str | dict[str, str]:
+    def source(self, raw: Any, where: str, soundfont: bool = False) -> str | dict[str, str]:
+        """An audio source (or, with ``soundfont``, a SoundFont): a pool reference that
+        must be in the pool, or ``{"file": path}`` imported into it."""
         if isinstance(raw, dict):
             _object(raw, where, ("file",), ("file",))
             rel = _str(raw["file"], f"{where} > file")
@@ -652,7 +658,8 @@ class _Normalizer:
             path = (self.base_dir / rel).resolve()
             if path not in self.imported:
                 try:
-                    self.imported[path] = self.pool.import_file(path)
+                    self.imported[path] = (self.pool.import_soundfont(path) if soundfont
+                                           else self.pool.import_file(path))
                 except (SourceError, OSError) as e:
                     raise ProjectError(f"{where} > file", f"{rel!r} cannot be imported: "
                                        f"{e}") from None
@@ -663,7 +670,10 @@ class _Normalizer:
                                f"{{\"file\": path}}, got {ref!r}")
         if self.pool is not None:
             try:
-                self.pool.source(ref)
+                if soundfont:
+                    self.pool.source_path(ref)
+                else:
+                    self.pool.source(ref)
             except SourceError as e:
                 raise ProjectError(where, f"{ref} is not in the pool ({e})") from None
         return ref
@@ -684,7 +694,8 @@ class _Normalizer:
                     "release": _number(raw.get("release", d["release"]), f"{where} > release",
                                        0.0, MAX_ENVELOPE_S)}
         _object(raw, where, ("kind", "source", "program", "bank"), ("kind", "source"))
-        return {"kind": "soundfont", "source": self.source(raw["source"], f"{where} > source"),
+        return {"kind": "soundfont", "source": self.source(raw["source"], f"{where} > source",
+                                                           soundfont=True),
                 "program": _int(raw.get("program", 0), f"{where} > program", 0, 127),
                 "bank": _int(raw.get("bank", 0), f"{where} > bank", 0, 16383)}
 

@@ -262,3 +262,50 @@ def test_a_long_bounce_shows_progress_on_a_terminal(tmp_path, capsys, monkeypatc
     code, _, err = run(capsys, "bounce", str(path), "Gtr", "--freeze", "--block-size", "64")
     assert code == 0
     assert "bouncing Gtr [" in err and "100.0%" in err
+
+
+def test_a_midi_file_becomes_a_project_and_goes_back_out(tmp_path, capsys):
+    """A Standard MIDI File: its tempo, one MIDI track per part on the General MIDI
+    SoundFont (drums on the drum bank), rendered; and the MIDI tracks exported again."""
+    import mido
+
+    from companion.engine.render import render_range
+
+    mid = mido.MidiFile(ticks_per_beat=480)
+    piano, drums = mido.MidiTrack(), mido.MidiTrack()
+    mid.tracks += [piano, drums]
+    piano.append(mido.MetaMessage("track_name", name="Piano", time=0))
+    piano.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(100), time=0))
+    piano.append(mido.Message("program_change", program=4, time=0))
+    for note in (60, 64, 67):
+        piano.append(mido.Message("note_on", note=note, velocity=90, time=0))
+        piano.append(mido.Message("note_off", note=note, velocity=0, time=480))
+    drums.append(mido.Message("note_on", channel=9, note=36, velocity=100, time=0))
+    drums.append(mido.Message("note_off", channel=9, note=36, time=240))
+    src = tmp_path / "song.mid"
+    mid.save(src)
+    dest = tmp_path / "song.ouro"
+    code, out, _ = run(capsys, "import", str(src), str(dest))
+    assert code == 0 and "imported 2 tracks, 2 clips" in out, out
+    with ProjectDir.open(dest, "me") as pd:
+        data = pd.project.to_interchange()
+        with pd.pool() as pool:
+            audio = render_range(data, pool, 0, 48000 * 2, 4096)
+    assert data["tempo"][0]["bpm"] == 100.0
+    piano_t, drums_t = data["tracks"]
+    assert piano_t["name"] == "Piano" and piano_t["instrument"]["program"] == 4
+    assert piano_t["instrument"]["kind"] == "soundfont"
+    assert drums_t["instrument"]["bank"] == 128
+    assert [n["pitch"] for n in piano_t["clips"][0]["notes"]] == [60, 64, 67]
+    assert np.abs(audio).max() > 0.01  # the SoundFont sounds
+    back = tmp_path / "back.mid"
+    code, out, _ = run(capsys, "export", str(dest), str(back))
+    assert code == 0 and "2 MIDI tracks written" in out
+    notes = [m.note for m in mido.MidiFile(back).tracks[1] if m.type == "note_on"]
+    assert notes == [60, 64, 67]
+    # a project without MIDI tracks has nothing to write
+    empty = tmp_path / "empty.ouro"
+    run(capsys, "new", str(empty))
+    code, _, err = run(capsys, "export", str(empty), str(tmp_path / "none.mid"))
+    assert code == 2 and "has no MIDI tracks to export" in err
+    assert not (tmp_path / "none.mid").exists()
