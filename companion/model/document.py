@@ -130,6 +130,12 @@ class Project:
             name: self._doc.get(name, type=Array if name in _ARRAYS else Map)
             for name in _ROOTS}
         self._origin = ("user", user)
+        # plain(): the whole document as plain values, kept until the next committed change
+        # (a merge's repair and the snapshot a player compiles read the same state)
+        self._changes = 0
+        self._plain: tuple[int, dict[str, Any]] | None = None
+        self._repairing = False
+        self._doc.observe(self._count_change)
         self._undo = self._new_undo_manager()
         self._undo_labels: list[str] = []
         self._redo_labels: list[str] = []
@@ -834,9 +840,18 @@ class Project:
         from companion.model.interchange import export_project
         return export_project(self)
 
+    def _count_change(self, _event: Any) -> None:
+        self._changes += 1
+
     def plain(self) -> dict[str, Any]:
-        """The whole document as plain values, in its storage layout (for tools/tests)."""
-        return {n: _load(r) for n, r in self._roots.items()}
+        """The whole document as plain values, in its storage layout (for tools, tests, the
+        repair rules and the interchange export). Treat it as read-only: it is kept and
+        handed out again until the document changes."""
+        if self._depth or self._repairing:  # inside our own transaction: read it afresh
+            return {n: _load(r) for n, r in self._roots.items()}
+        if self._plain is None or self._plain[0] != self._changes:
+            self._plain = (self._changes, {n: _load(r) for n, r in self._roots.items()})
+        return self._plain[1]
 
     # --- repair -------------------------------------------------------------------------
     def repair(self) -> int:
@@ -845,21 +860,26 @@ class Project:
         when there is something to fix. The rules depend on the content alone, so every
         peer repairs a merged state the same way."""
         from companion.model.repair import plan_repair
-        fixes = plan_repair(self.plain()) or _bounce_fixes(self.plain())
+        state = self.plain()
+        fixes = plan_repair(state) or _bounce_fixes(state)
         if not fixes:
             return 0
         done = 0
-        with self._doc.transaction(origin=REPAIR_ORIGIN):
-            # one transaction: a fix can uncover another (a cycle broken exposes a depth),
-            # and reads inside it see the fixes already made
-            for _ in range(10000):
-                for fix in fixes:
-                    self._apply_fix(fix)
-                done += len(fixes)
-                plain = self.plain()
-                fixes = plan_repair(plain) or _bounce_fixes(plain)
-                if not fixes:
-                    break
+        self._repairing = True
+        try:
+            with self._doc.transaction(origin=REPAIR_ORIGIN):
+                # one transaction: a fix can uncover another (a cycle broken exposes a
+                # depth), and reads inside it see the fixes already made
+                for _ in range(10000):
+                    for fix in fixes:
+                        self._apply_fix(fix)
+                    done += len(fixes)
+                    plain = self.plain()
+                    fixes = plan_repair(plain) or _bounce_fixes(plain)
+                    if not fixes:
+                        break
+        finally:
+            self._repairing = False
         if not self._depth:
             self._notify()
         return done
