@@ -15,6 +15,7 @@ audio size (the plan renders into buffers made at construction); work bounded by
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -66,6 +67,7 @@ class Player:
         self.xruns = 0
         self.missed_frames = 0
         self.commands: deque[tuple[Any, ...]] = deque()
+        self.retired: deque[Any] = deque()  # replaced plans, for collect_retired()
         self.dropped_commands = 0
         self._buf = np.zeros((2, self.block_size), np.float32)
         # the metronome: beat frames and accents made off the audio thread
@@ -106,6 +108,25 @@ class Player:
         accents = np.array([b[1] for b in beats], np.bool_)
         self.submit("beats", frames, accents)
 
+    def collect_retired(self) -> int:
+        """Free the replaced plans that nothing else holds any more (control side: a plan's
+        arrays must not be freed on the audio thread). A plan the newest still refers to
+        (its glide starts from it) waits for a later call. Returns how many were freed."""
+        freed = 0
+        progress = True
+        while progress:  # a plan freed can free the one it chained to: go again
+            progress = False
+            for _ in range(len(self.retired)):
+                plan = self.retired.popleft()
+                # held only by `plan` and getrefcount's own argument: nobody else has it
+                if sys.getrefcount(plan) > 2:
+                    self.retired.append(plan)
+                else:
+                    freed += 1
+                    progress = True
+                del plan
+        return freed
+
     def snapshot(self) -> dict[str, Any]:
         """Playhead, state and the peaks since the last snapshot (then cleared). Any thread."""
         peaks = [float(self.peaks[0]), float(self.peaks[1])]
@@ -130,6 +151,8 @@ class Player:
             cmd = commands.popleft()
             kind = cmd[0]
             if kind == "plan":
+                if self.plan is not None:  # freed by the control side, never here
+                    self.retired.append(self.plan)
                 self.plan = cmd[1]
                 self.plans_swapped += 1
                 if len(cmd) > 2:

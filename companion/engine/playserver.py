@@ -89,6 +89,8 @@ class Compiler:
                 continue
             self.player.submit("plan", plan, meters_for(plan, _root_ids(snapshot)))
             self.player.set_beats(beats)
+            del plan
+            self.player.collect_retired()
             self.compiles += 1
             self.last_error = ""
             self.last_compile_ms = (time.perf_counter() - t0) * 1000
@@ -420,8 +422,13 @@ def main(argv: list[str]) -> int:
 
     api = Api(player, compiler, host.sample_rate, to_frame, to_wn, host.status)
     path = args.socket or default_socket()
+
+    def poll() -> None:
+        host.poll()
+        player.collect_retired()
+
     try:
-        asyncio.run(serve(api, path, host.poll,
+        asyncio.run(serve(api, path, poll,
                           ready=lambda: say(f"playing {args.project} through "
                                             f"{host.status().get('backend', 'JACK')} at "
                                             f"{host.sample_rate} Hz / {host.blocksize}; "

@@ -1036,7 +1036,23 @@ def compile_plan(project: dict[str, Any], pool: SourcePool, *,
     plan = _Compiler(normalized, pool, int(max_block), previous,
                      effect_factory or _default_effects, realtime).compile()
     plan._norm_cache = cache
+    _cut_chain(plan)
     return plan
+
+
+def _cut_chain(plan: Plan) -> None:
+    """Plans replaced before they played stay chained (``_previous``) until one plays:
+    while the transport is stopped every edit adds one. Beyond the plans a swap still looks
+    at (removed tracks fade from at most :data:`_GHOST_PLANS` back) the chain is cut, so
+    edits while stopped do not pile up plans; the glide of a swap that then finds no played
+    plan starts from the plan's own gains, which is right when nothing was sounding."""
+    cand: Plan | None = plan
+    for _ in range(_GHOST_PLANS + 1):
+        if cand is None:
+            return
+        cand = cand._previous
+    if cand is not None:
+        cand._previous = None
 
 
 def render_range(project: dict[str, Any], pool: SourcePool, start_frame: int = 0,

@@ -142,3 +142,32 @@ def test_each_root_track_has_its_meter(project) -> None:
         assert tracks["t"][ch] == pytest.approx(float(np.abs(alone[ch]).max()))
         assert tracks["q"][ch] == pytest.approx(0.25 * tracks["t"][ch], rel=1e-6)
     assert player.snapshot()["tracks"] == {"t": [0.0, 0.0], "q": [0.0, 0.0]}
+
+
+def test_replaced_plans_are_freed_by_the_control_side_and_do_not_pile_up(project) -> None:
+    import gc
+    import weakref
+
+    doc, pool = project
+    player = Player(RATE, BLOCK)
+    plan = compile_plan(doc, pool, max_block=BLOCK)
+    player.submit("plan", plan)
+    run(player, BLOCK)
+    watched = [weakref.ref(plan)]
+    for i in range(20):  # edits while stopped: each plan replaced before it plays
+        doc["tracks"][0]["volume"] = 1.0 - i / 40
+        plan = compile_plan(doc, pool, max_block=BLOCK, previous=plan)
+        watched.append(weakref.ref(plan))
+        player.submit("plan", plan)
+        run(player, BLOCK)
+        player.collect_retired()
+    del plan
+    gc.collect()
+    alive = sum(w() is not None for w in watched)
+    assert alive <= 7, alive  # the playing plan and the few a swap still looks back at
+    player.submit("play")
+    run(player, 4 * BLOCK)  # the newest plan takes over: the chain behind it is let go
+    assert player.collect_retired() >= 1
+    gc.collect()
+    assert sum(w() is not None for w in watched) == 1
+    assert watched[-1]() is player.plan
