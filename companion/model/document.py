@@ -62,6 +62,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -130,12 +131,16 @@ class Project:
             name: self._doc.get(name, type=Array if name in _ARRAYS else Map)
             for name in _ROOTS}
         self._origin = ("user", user)
-        # plain(): the whole document as plain values, kept until the next committed change
-        # (a merge's repair and the snapshot a player compiles read the same state)
-        self._changes = 0
-        self._plain: tuple[int, dict[str, Any]] | None = None
+        # plain(): the whole document as plain values, kept and brought up to date entry by
+        # entry: a committed change marks the top-level entries it touched (a clip, a
+        # track), and only those are converted again (one clip moved in a 1,000-clip song
+        # is one small conversion, not the whole document)
+        self._plain: dict[str, Any] | None = None
+        self._stale_roots: set[str] = set()
+        self._stale_keys: dict[str, set[str]] = {}
         self._repairing = False
-        self._doc.observe(self._count_change)
+        for name, shared in self._roots.items():
+            shared.observe_deep(partial(self._mark_stale, name))
         self._undo = self._new_undo_manager()
         self._undo_labels: list[str] = []
         self._redo_labels: list[str] = []
@@ -840,18 +845,46 @@ class Project:
         from companion.model.interchange import export_project
         return export_project(self)
 
-    def _count_change(self, _event: Any) -> None:
-        self._changes += 1
+    def _mark_stale(self, root: str, events: list[Any]) -> None:
+        if root in _ARRAYS:  # the orders are short: taken again whole
+            self._stale_roots.add(root)
+            return
+        keys = self._stale_keys.setdefault(root, set())
+        for e in events:
+            path = e.path
+            if path:  # inside one entry (a clip's field, a track's effect...)
+                keys.add(str(path[0]))
+            else:  # entries of the root map added, replaced or deleted
+                keys.update(e.keys)
+
+    def _fresh_plain(self) -> dict[str, Any]:
+        return {n: _load(r) for n, r in self._roots.items()}
 
     def plain(self) -> dict[str, Any]:
         """The whole document as plain values, in its storage layout (for tools, tests, the
-        repair rules and the interchange export). Treat it as read-only: it is kept and
-        handed out again until the document changes."""
+        repair rules and the interchange export). Treat it as read-only: the same dict is
+        handed out again, brought up to date in place, after the document changes."""
         if self._depth or self._repairing:  # inside our own transaction: read it afresh
-            return {n: _load(r) for n, r in self._roots.items()}
-        if self._plain is None or self._plain[0] != self._changes:
-            self._plain = (self._changes, {n: _load(r) for n, r in self._roots.items()})
-        return self._plain[1]
+            return self._fresh_plain()
+        cache = self._plain
+        if cache is None:
+            cache = self._plain = self._fresh_plain()
+        else:
+            for name in self._stale_roots:
+                cache[name] = _load(self._roots[name])
+            for name, keys in self._stale_keys.items():
+                shared, entries = self._roots[name], cache[name]
+                assert isinstance(shared, Map)  # the arrays are taken whole, above
+                for key in keys:
+                    if key in shared:
+                        value = shared[key]
+                        entries[key] = (_load(value) if isinstance(value, Map | Array)
+                                        else value)
+                    else:
+                        entries.pop(key, None)
+        self._stale_roots.clear()
+        self._stale_keys.clear()
+        return cache
 
     # --- repair -------------------------------------------------------------------------
     def repair(self) -> int:
