@@ -166,7 +166,7 @@ def open_replica(path: Path, user: str = "replica") -> Project:
 class ProjectDir:
     """An open project directory: its :class:`Project`, kept durable as it is edited."""
 
-    compact_bytes = 256 * 1024
+    compact_bytes = 64 * 1024  # the log is folded into the snapshot past this size
 
     def __init__(self, path: Path, project: Project, problems: list[str], lock: IO[bytes],
                  fsync: bool = True):
