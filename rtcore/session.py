@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a rename, a new file) durable."""
-    dirfd = os.open(path, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Make a file's data, or a directory's entries (a rename, a new file), durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dirfd)
+        os.fsync(fd)
     finally:
-        os.close(dirfd)
+        os.close(fd)
+
+
+fsync_dir = fsync_path  # said where a directory is meant
 
 
 def fsync_rename(tmp: Path, final: Path) -> None:

@@ -47,6 +47,7 @@ import soxr
 from numpy.typing import NDArray
 
 from companion.errors import SourceError
+from rtcore.session import fsync_path
 
 __all__ = [
     "PEAK_LEVELS",
@@ -309,20 +310,8 @@ def _hex_of(ref: str) -> str:
 
 
 def _fsync_dir(d: Path) -> None:
-    with suppress(OSError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_file(p: Path) -> None:
-    fd = os.open(p, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with suppress(OSError):  # some file systems cannot sync a directory: the rename stands
+        fsync_path(d)
 
 
 def _why(e: Exception) -> str:
@@ -489,7 +478,7 @@ class Pool:
             os.replace(copy, final)
             side_tmp = tmp / "side.json"
             side_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            _fsync_file(side_tmp)
+            fsync_path(side_tmp)
             os.replace(side_tmp, self._side(h))
             _fsync_dir(self._audio)
             return ref
@@ -533,7 +522,7 @@ class Pool:
             os.replace(copy, self._audio / f"{h}.sf2")
             side_tmp = tmp / "side.json"
             side_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            _fsync_file(side_tmp)
+            fsync_path(side_tmp)
             os.replace(side_tmp, self._side(h))
             _fsync_dir(self._audio)
             return ref
@@ -628,7 +617,7 @@ class Pool:
         except (sf.LibsndfileError, RuntimeError) as e:
             raise SourceError(f"{label}: cannot be decoded ({_why(e)})") from e
         if not direct:
-            _fsync_file(conv_tmp)
+            fsync_path(conv_tmp)
             os.replace(conv_tmp, self._converted(h))
         peaks_tmp = tmp / "peaks.npz"
         with open(peaks_tmp, "wb") as fo:
