@@ -1,7 +1,7 @@
 """``ouro render``: render a project to a WAV file (and each root track to its own, with
 ``--stems``), the same samples the player plays.
 
-``PROJECT`` is a project directory (``NAME.ouro/``, holding ``project.json`` and the pool
+``PROJECT`` is a project directory (``NAME.ouro/``: its document as saved, with the pool
 ``audio/``) or an interchange ``project.json`` (its pool is ``audio/`` beside it).
 ``{"file": path}`` sources are imported into that pool first. Output is float32 stereo at
 the project's rate, written under a temporary name and renamed when complete: a failed
@@ -92,7 +92,14 @@ def render_file(project_path: Path, out: Path, start_wn: float | None = None,
     if block_size < 1 or block_size > 1 << 20:
         raise ProjectError("--block-size", f"must be 1 to {1 << 20}, got {block_size}")
     json_path, pool_dir = _locate(project_path)
-    raw = read_project_file(json_path)
+    if (pool_dir / "doc.snapshot").is_file():
+        # a project directory: its document as saved (snapshot and log, read without the
+        # lock, so the app may have it open); project.json there is only the last export
+        from companion.model.persist import read_project
+
+        raw = read_project(pool_dir, "render")[0].to_interchange()
+    else:
+        raw = read_project_file(json_path)
     rate = normalize_project(raw)["sample_rate"]  # checked once before the pool is touched
     with Pool(pool_dir, rate) as pool:
         project = normalize_project(raw, pool, base_dir=json_path.parent)

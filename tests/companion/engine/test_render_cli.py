@@ -170,3 +170,25 @@ def test_start_after_the_end_is_refused(ouro_dir: Path, tmp_path: Path, capsys: 
     assert main([str(ouro_dir), "--out", str(out), "--start", "0.2", "--end", "0.1"]) == 2
     assert main([str(ouro_dir), "--out", str(out), "--block-size", "0"]) == 2
     assert not out.exists()
+
+
+def test_a_project_directory_renders_its_document_as_saved_even_while_open(tmp_path):
+    """The app holds the project open and has edited it since project.json was last
+    written: ``ouro render`` renders the edits (the document, not the export)."""
+    from companion.model.persist import ProjectDir
+
+    path = tmp_path / "song.ouro"
+    pd = ProjectDir.create(path, "app")
+    try:
+        with pd.pool() as pool:
+            ref = pool.add_array(np.full((1, 4800), 0.5, np.float32), 48000)
+        track = pd.project.add_track("audio", "Tone")
+        track.add_clip(ref, start=0.0, length=0.05)
+        track.volume = 0.5  # edits after the directory's project.json was written
+        out = tmp_path / "mix.wav"
+        assert main([str(path), "--out", str(out)]) == 0
+    finally:
+        pd.close()
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 48000 and audio.shape[0] == 4800
+    assert np.all(audio == np.float32(0.25))
