@@ -33,6 +33,8 @@ MAX_LINE = 32 * 1024 * 1024  # one request; document updates are the big ones
 MAX_CLIENTS = 16
 STATE_RATE_HZ = (1.0, 60.0)
 BEAT_HORIZON_S = 4 * 3600  # the metronome's beats are laid out this far ahead
+GC_INTERVAL_S = 2.0
+SWITCH_INTERVAL_S = 0.0001
 
 
 class PlayerError(CompanionError, RuntimeError):
@@ -115,6 +117,7 @@ class Api:
         self.host_status = host_status
         self.clients = 0
         self.stopping = asyncio.Event()
+        self.gc_status: Callable[[], dict[str, Any]] = dict
 
     def state(self) -> dict[str, Any]:
         snap = self.player.snapshot()
@@ -130,7 +133,7 @@ class Api:
         cmd = request.get("cmd")
         p = self.player
         if cmd == "status":
-            return {"state": self.state(), "host": self.host_status()}
+            return {"state": self.state(), "host": self.host_status(), "gc": self.gc_status()}
         if cmd == "play":
             p.submit("play")
         elif cmd == "stop":
@@ -368,6 +371,7 @@ def main(argv: list[str]) -> int:
     from companion.engine.portaudio_host import PortAudioError, PortAudioHost
     from companion.errors import CompanionError
     from rtcore.host import HostError, JackHost
+    from rtcore.live import GcGuard
 
     try:
         replica, pool_dir = open_replica(args.project)
@@ -423,16 +427,29 @@ def main(argv: list[str]) -> int:
     api = Api(player, compiler, host.sample_rate, to_frame, to_wn, host.status)
     path = args.socket or default_socket()
 
+    # as in the engine: nothing built so far is scanned again, no automatic collection
+    # (it would stop whichever thread allocates, the audio one too); a young-generation
+    # collection from here every few seconds; other threads give up the GIL within 0.1 ms
+    guard = GcGuard(lambda: host.audio_thread)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    next_gc = time.monotonic() + GC_INTERVAL_S
+
     def poll() -> None:
+        nonlocal next_gc
         host.poll()
         player.collect_retired()
+        if time.monotonic() >= next_gc:
+            guard.collect()
+            next_gc = time.monotonic() + GC_INTERVAL_S
 
+    api.gc_status = guard.status
     try:
-        asyncio.run(serve(api, path, poll,
-                          ready=lambda: say(f"playing {args.project} through "
-                                            f"{host.status().get('backend', 'JACK')} at "
-                                            f"{host.sample_rate} Hz / {host.blocksize}; "
-                                            f"API on {path}")))
+        with guard:
+            asyncio.run(serve(api, path, poll,
+                              ready=lambda: say(f"playing {args.project} through "
+                                                f"{host.status().get('backend', 'JACK')} at "
+                                                f"{host.sample_rate} Hz / {host.blocksize}; "
+                                                f"API on {path}")))
     except KeyboardInterrupt:
         pass
     except PlayerError as exc:

@@ -10,6 +10,7 @@ buffers are made beforehand. An output underflow (PortAudio's word for an xrun) 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ class PortAudioHost:
         self.engine: Any = None
         self.underflows = 0
         self.callbacks = 0
+        self.audio_thread = 0  # PortAudio's callback thread, once it has run
         self.stream: Any = None
         try:
             info = sd.query_devices(device, "output")
@@ -62,6 +64,7 @@ class PortAudioHost:
         """PortAudio's real-time thread: no allocation beyond what the player does."""
         if status.output_underflow:
             self.underflows += 1
+        self.audio_thread = threading.get_ident()
         self.callbacks += 1
         n = min(frames, self.blocksize)
         self.engine.process(self._inputs[:n], outdata[:n], self._click[:n])

@@ -154,6 +154,8 @@ def test_what_it_plays_is_what_ouro_render_writes(rig) -> None:
         mark = recorder.write
         assert player.ask(cmd="play", id=7) == {"id": 7, "ok": True}
         st = wait_playhead(player, expected.shape[1] + RATE // 2)
+        gc_status = player.ask(cmd="status")["gc"]
+        assert not gc_status["automatic"] and gc_status["in_audio_thread"] == 0, gc_status
         player.ask(cmd="stop")
         player.ask(cmd="locate", frame=0)
         if st["xruns"] != xruns or recorder.xruns != server_xruns:
