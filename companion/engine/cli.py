@@ -101,7 +101,7 @@ def render_file(project_path: Path, out: Path, start_wn: float | None = None,
     else:
         raw = read_project_file(json_path)
     rate = normalize_project(raw)["sample_rate"]  # checked once before the pool is touched
-    with Pool(pool_dir, rate) as pool:
+    with Pool(pool_dir, rate, map_files=True) as pool:
         project = normalize_project(raw, pool, base_dir=json_path.parent)
         plan = compile_plan(project, pool, max_block=block_size)
         start = 0 if start_wn is None else plan.tempo.frame(start_wn)

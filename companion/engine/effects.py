@@ -173,16 +173,41 @@ def _run_biquads(sos: NDArray[np.float64], zi: NDArray[np.float64],
                  block: NDArray[np.float32]) -> None:  # pragma: no cover - compiled
     """The cascade in transposed direct form II, in double precision, in place: what
     ``scipy.signal.sosfilt`` computes, without its per-call checks (they cost more than the
-    filtering of a 256-frame block). ``zi`` is (sections, channels, 2)."""
+    filtering of a 256-frame block). ``zi`` is (sections, channels, 2); at most 3 sections.
+    Sample by sample through all sections, with every coefficient and state in a local
+    (a register): the sections of consecutive samples then overlap in the CPU."""
+    k = sos.shape[0]
+    p0 = sos[0]
+    p1 = sos[1] if k > 1 else sos[0]
+    p2 = sos[2] if k > 2 else sos[0]
     for c in range(block.shape[0]):
+        u0, u1 = zi[0, c, 0], zi[0, c, 1]
+        v0 = v1 = w0 = w1 = 0.0
+        if k > 1:
+            v0, v1 = zi[1, c, 0], zi[1, c, 1]
+        if k > 2:
+            w0, w1 = zi[2, c, 0], zi[2, c, 1]
         for i in range(block.shape[1]):
             x = np.float64(block[c, i])
-            for s in range(sos.shape[0]):
-                y = sos[s, 0] * x + zi[s, c, 0]
-                zi[s, c, 0] = sos[s, 1] * x - sos[s, 4] * y + zi[s, c, 1]
-                zi[s, c, 1] = sos[s, 2] * x - sos[s, 5] * y
+            y = p0[0] * x + u0
+            u0 = p0[1] * x - p0[4] * y + u1
+            u1 = p0[2] * x - p0[5] * y
+            if k > 1:
                 x = y
-            block[c, i] = np.float32(x)
+                y = p1[0] * x + v0
+                v0 = p1[1] * x - p1[4] * y + v1
+                v1 = p1[2] * x - p1[5] * y
+            if k > 2:
+                x = y
+                y = p2[0] * x + w0
+                w0 = p2[1] * x - p2[4] * y + w1
+                w1 = p2[2] * x - p2[5] * y
+            block[c, i] = np.float32(y)
+        zi[0, c, 0], zi[0, c, 1] = u0, u1
+        if k > 1:
+            zi[1, c, 0], zi[1, c, 1] = v0, v1
+        if k > 2:
+            zi[2, c, 0], zi[2, c, 1] = w0, w1
 
 
 class _Biquads(Effect):

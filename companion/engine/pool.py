@@ -130,6 +130,52 @@ class InMemorySource:
         """Nothing to release."""
 
 
+class MappedSource(InMemorySource):
+    """A float32 WAV at the project's rate, mapped from the file instead of read into
+    memory: for offline rendering, where a block that waits for the disk only costs time.
+    ``data`` is the file's interleaved ``(frames, channels)`` view; reads transpose a block
+    at a time. Never for the player: a page fault in the audio thread is disk I/O there."""
+
+    def __init__(self, ref: str, path: Path, offset: int, frames: int, channels: int):
+        mapped = np.memmap(path, dtype="<f4", mode="r", offset=offset,
+                           shape=(frames, channels))
+        super().__init__(ref, mapped.view(np.ndarray).T)  # plain views: no memmap per read
+        self._mapped: np.memmap[Any, Any] | None = mapped
+
+    def close(self) -> None:
+        """Let the mapping go (the arrays handed out stay valid until they are dropped)."""
+        self._mapped = None
+
+
+def _float_wav_data(path: Path) -> tuple[int, int] | None:
+    """Where the samples of a 32-bit float WAV or RF64 file start, and how many bytes they
+    take; None for any other file (it is read the usual way)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+            return None
+        size = path.stat().st_size
+        pos, big_data, fmt_ok = 12, -1, False
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, clen = f.read(4), int.from_bytes(f.read(4), "little")
+            if cid == b"ds64":  # RF64: the real sizes, 64-bit
+                big_data = int.from_bytes(f.read(24)[8:16], "little")
+            elif cid == b"fmt ":
+                fmt = f.read(min(clen, 40))
+                tag = int.from_bytes(fmt[0:2], "little")
+                if tag == 0xFFFE and len(fmt) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the subformat
+                    tag = int.from_bytes(fmt[24:26], "little")
+                fmt_ok = tag == 3 and int.from_bytes(fmt[14:16], "little") == 32
+            elif cid == b"data":
+                if not fmt_ok:
+                    return None
+                n = big_data if clen == 0xFFFFFFFF and big_data >= 0 else clen
+                return pos + 8, min(n, size - pos - 8)
+            pos += 8 + clen + (clen & 1)
+    return None
+
+
 class StreamingSource:
     """A source read from disk by a read-ahead thread.
 
@@ -392,13 +438,15 @@ class Pool:
     """
 
     def __init__(self, directory: Path, sample_rate: int, *,
-                 stream_above_bytes: int = 256 * _MIB):
+                 stream_above_bytes: int = 256 * _MIB, map_files: bool = False):
         if not isinstance(sample_rate, int) or not _MIN_RATE <= sample_rate <= _MAX_RATE:
             raise ValueError(f"sample_rate {sample_rate!r}: not a rate in "
                              f"{_MIN_RATE}..{_MAX_RATE}")
         self.directory = Path(directory)
         self.sample_rate = sample_rate
         self.stream_above_bytes = stream_above_bytes
+        # offline rendering maps float WAVs instead of reading them (see MappedSource)
+        self.map_files = map_files
         self._audio = self.directory / "audio"
         self._audio.mkdir(parents=True, exist_ok=True)
         self._open: dict[str, InMemorySource | StreamingSource] = {}
@@ -696,8 +744,13 @@ class Pool:
         path = self._playable(h, meta)
         try:
             size = path.stat().st_size
-            if size > self.stream_above_bytes:
-                opened: InMemorySource | StreamingSource = StreamingSource(ref, path)
+            where = _float_wav_data(path) if self.map_files else None
+            channels = int(meta["channels"])
+            if where is not None and where[1] // (4 * channels) > 0:  # (at this rate, as above)
+                opened: InMemorySource | StreamingSource = MappedSource(
+                    ref, path, where[0], where[1] // (4 * channels), channels)
+            elif size > self.stream_above_bytes:
+                opened = StreamingSource(ref, path)
             else:
                 data, rate = sf.read(str(path), dtype="float32", always_2d=True)
                 if rate != self.sample_rate:

@@ -515,3 +515,34 @@ def test_a_soundfont_is_kept_whole_and_found_by_its_path(tmp_path: Path) -> None
         sf.write(wav, np.zeros((10, 2), np.float32), 48000)
         with pytest.raises(SourceError, match="not a SoundFont 2 file"):
             pool.import_soundfont(wav)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "RF64"])
+def test_offline_pools_map_float_wavs_and_read_the_same_samples(tmp_path: Path,
+                                                                fmt: str) -> None:
+    from companion.engine.pool import MappedSource
+
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((3000, 2)).astype(np.float32)
+    path = tmp_path / "x.wav"
+    sf.write(path, data, 48000, subtype="FLOAT", format=fmt)
+    with Pool(tmp_path / "p", 48000) as plain_pool:
+        ref = plain_pool.import_file(path)
+        memory = plain_pool.source(ref)
+    with Pool(tmp_path / "p", 48000, map_files=True) as pool:
+        mapped = pool.source(ref)
+        assert isinstance(mapped, MappedSource) and not isinstance(memory, MappedSource)
+        for start, n in [(-50, 100), (0, 3000), (1234, 777), (2990, 64), (5000, 10)]:
+            a = np.full((2, n), 7.0, np.float32)
+            b = np.full((2, n), 7.0, np.float32)
+            memory.read(start, a)
+            mapped.read(start, b)
+            np.testing.assert_array_equal(a, b)
+        one = np.zeros((1, 10), np.float32)
+        mapped.read(5, one)
+        np.testing.assert_array_equal(one[0], data[5:15, 0])
+    # an int16 WAV is read into memory as before
+    path16 = tmp_path / "y.wav"
+    sf.write(path16, data * 0.1, 48000, subtype="PCM_16")
+    with Pool(tmp_path / "p", 48000, map_files=True) as pool:
+        assert not isinstance(pool.source(pool.import_file(path16)), MappedSource)
