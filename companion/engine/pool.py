@@ -522,16 +522,20 @@ class Pool:
                     "channels": info.channels, "frames": info.frames, "ext": ext,
                     "imported_from": path.name}
             self._derive(copy, meta, tmp, h, label=str(path))
-            final = self._audio / f"{h}.{ext}"
-            os.replace(copy, final)
-            side_tmp = tmp / "side.json"
-            side_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            fsync_path(side_tmp)
-            os.replace(side_tmp, self._side(h))
-            _fsync_dir(self._audio)
+            self._commit(h, copy, ext, meta, tmp)
             return ref
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _commit(self, h: str, copy: Path, ext: str, meta: dict[str, Any], tmp: Path) -> None:
+        """The imported file in place under its hash, then its record, written last (a
+        source counts as imported only once its record exists)."""
+        os.replace(copy, self._audio / f"{h}.{ext}")
+        side_tmp = tmp / "side.json"
+        side_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        fsync_path(side_tmp)
+        os.replace(side_tmp, self._side(h))
+        _fsync_dir(self._audio)
 
     def _copy_hashed(self, path: Path, tmp: Path) -> tuple[Path, str]:
         """``path`` copied into ``tmp`` (fsynced) and the SHA-256 of its bytes."""
@@ -567,12 +571,7 @@ class Pool:
                 return ref
             meta = {"version": _SIDE_VERSION, "ref": ref, "format": "SF2", "kind": "soundfont",
                     "ext": "sf2", "imported_from": path.name}
-            os.replace(copy, self._audio / f"{h}.sf2")
-            side_tmp = tmp / "side.json"
-            side_tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-            fsync_path(side_tmp)
-            os.replace(side_tmp, self._side(h))
-            _fsync_dir(self._audio)
+            self._commit(h, copy, "sf2", meta, tmp)
             return ref
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
