@@ -205,7 +205,9 @@ class Player:
                 self.playhead = self.loop_start
             done += seg
         np.copyto(main_out.T, buf[:, :n])
-        np.max(np.abs(buf[:, :n]), axis=1, out=self._peak_block)
+        magnitude = self._scratch[:, :n]  # made beforehand: no new array per block
+        np.abs(buf[:, :n], out=magnitude)
+        np.max(magnitude, axis=1, out=self._peak_block)
         np.maximum(self.peaks, self._peak_block, out=self.peaks)
 
     def _meter(self, seg: int) -> None:
